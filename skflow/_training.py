@@ -108,11 +108,13 @@ def train_vector_field(
     report_every = max(1, max_iter // 10)
     start = time.perf_counter()
 
+    # Draws are made in float32 whatever the dtype, so that float32 and
+    # float64 fits with one seed see the same minibatches, times and noise.
     def uniform(*shape):
-        return torch.rand(*shape, generator=generator, device=device, dtype=dtype)
+        return torch.rand(*shape, generator=generator, device=device).to(dtype)
 
     def normal(*shape):
-        return torch.randn(*shape, generator=generator, device=device, dtype=dtype)
+        return torch.randn(*shape, generator=generator, device=device).to(dtype)
 
     field.train()
     for step in range(max_iter):

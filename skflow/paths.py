@@ -63,11 +63,13 @@ class ProbabilityPath:
         device: torch.device,
         dtype: torch.dtype,
     ) -> torch.Tensor:
-        """Draw from the t = 0 marginal N(0, base_std^2 I)."""
-        noise = torch.randn(
-            n_samples, n_features, generator=generator, device=device, dtype=dtype
-        )
-        return self.base_std * noise
+        """Draw from the t = 0 marginal N(0, base_std^2 I).
+
+        The draw is made in float32 and cast, so one seed gives the same
+        noise in either precision.
+        """
+        noise = torch.randn(n_samples, n_features, generator=generator, device=device)
+        return self.base_std * noise.to(dtype)
 
     def log_base_density(self, z: torch.Tensor) -> torch.Tensor:
         """Log density of the t = 0 marginal at each row of ``z``."""

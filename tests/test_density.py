@@ -1,0 +1,411 @@
+"""End-to-end tests of FlowMatchingDensity."""
+
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import InvalidParameterError
+from toy_densities import GaussianMixture2D
+
+from skflow import FlowMatchingDensity
+from skflow.ode import log_likelihood
+
+# Small, fast models; float64 + rk4 where results must be compared tightly
+# (each row is then integrated independently of the others).
+TINY = {"hidden_layer_sizes": (32, 32), "max_iter": 100, "batch_size": 64}
+EXACT = {**TINY, "solver": "rk4", "n_steps": 8, "dtype": "float64"}
+
+
+def _blobs(n=200, d=2, seed=0):
+    rng = np.random.RandomState(seed)
+    return rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + rng.normal(size=d)
+
+
+@pytest.fixture(scope="module")
+def mixture_fit(request):
+    """One model fitted on the 2-D mixture, shared by the statistical tests."""
+    device = request.config.getoption("--device")
+    mixture = GaussianMixture2D()
+    X = mixture.sample(2000, seed=0)
+    est = FlowMatchingDensity(
+        hidden_layer_sizes=(64, 64, 64),
+        max_iter=3000,
+        batch_size=256,
+        device=device,
+        random_state=0,
+    ).fit(X)
+    return mixture, X, est
+
+
+def test_density_integrates_to_one(mixture_fit):
+    # A normalizing flow's density integrates to 1 up to solver error; the
+    # Riemann sum over a 150 x 150 grid reaching 3 units past the data is
+    # accurate to far better than the 2% tolerance (the tails beyond hold
+    # ~1e-6 of the mass of this model).
+    _, X, est = mixture_fit
+    low, high = X.min(0) - 3, X.max(0) + 3
+    gx, gy = np.linspace(low[0], high[0], 150), np.linspace(low[1], high[1], 150)
+    grid = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
+    cell_area = (gx[1] - gx[0]) * (gy[1] - gy[0])
+    mass = np.exp(est.score_samples(grid)).sum() * cell_area
+    assert mass == pytest.approx(1.0, abs=0.02)
+
+
+def test_kl_to_true_mixture_is_small(mixture_fit):
+    # KL(p || q) estimated on 2,000 fresh points from p (standard error ~0.01).
+    # The best single Gaussian has KL 1.17 nats here and this small model
+    # (3 x 64, 3,000 steps) measured 0.07; 0.15 asserts the flow resolved
+    # all three modes and their shapes, with room for seed-to-seed spread.
+    mixture, _, est = mixture_fit
+    X_test = mixture.sample(2000, seed=1)
+    kl = np.mean(mixture.log_density(X_test) - est.score_samples(X_test))
+    assert 0 < kl + 0.03  # an estimate far below 0 would mean a bug
+    assert kl < 0.15
+
+
+def test_samples_follow_the_mixture(mixture_fit):
+    # The mean and the share of samples nearest each mode match the truth.
+    mixture, _, est = mixture_fit
+    samples = est.sample(4000, random_state=0)
+    assert samples.shape == (4000, 2)
+    assert samples.dtype == np.float64
+    nearest = np.argmin(
+        ((samples[:, None, :] - mixture.means[None]) ** 2).sum(-1), axis=1
+    )
+    shares = np.bincount(nearest, minlength=3) / len(samples)
+    # Binomial standard error at n = 4000 is <0.008; the modes' overlap is tiny.
+    assert_allclose(shares, mixture.weights, atol=0.04)
+
+
+def test_vector_field_contract_reproduces_scores(mixture_fit):
+    # vector_field_(t, z) on standardized z, plus path_.log_base_density and
+    # the standardization's Jacobian, is everything score_samples uses.
+    _, X, est = mixture_fit
+    X_new = X[:20]
+    z = torch.as_tensor((X_new - est.mean_) / est.scale_, dtype=torch.float32)
+    assert est.vector_field_(torch.tensor(0.5), z).shape == z.shape
+    log_z, _ = log_likelihood(
+        est.vector_field_, z, est.path_.log_base_density, rtol=est.rtol, atol=est.atol
+    )
+    expected = log_z.double().numpy() - np.log(est.scale_).sum()
+    assert_allclose(est.score_samples(X_new), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("params", [EXACT, TINY], ids=["rk4-float64", "dopri5"])
+def test_scores_are_in_the_callers_units(params, device):
+    # Fitting on 1000 * X standardizes to the same z, so every log density
+    # drops by exactly d * log(1000): the standardization's Jacobian.
+    X = _blobs(d=3)
+    est = FlowMatchingDensity(**params, device=device, random_state=0)
+    scores = clone(est).fit(X).score_samples(X)
+    scaled = clone(est).fit(1000 * X).score_samples(1000 * X)
+    # z agrees to ~1e-16, so the fits agree to round-off (measured: 1e-14 in
+    # both precisions); float32 could in principle round one z differently.
+    tolerance = 1e-10 if params.get("dtype") == "float64" else 1e-6
+    assert_allclose(scaled, scores - 3 * np.log(1000), atol=tolerance, rtol=0)
+
+
+def test_constant_columns_work(device):
+    X = _blobs(d=2)
+    X = np.column_stack([X[:, 0], np.full(len(X), 7.0), X[:, 1]])
+    est = FlowMatchingDensity(**TINY, device=device, random_state=0).fit(X)
+    assert_array_equal(est.scale_[1], 1.0)
+    scores = est.score_samples(X)
+    assert np.all(np.isfinite(scores))
+    # Off the constant value the density is lower.
+    moved = X.copy()
+    moved[:, 1] += 3.0
+    assert np.all(est.score_samples(moved) < scores)
+    assert np.all(np.isfinite(est.sample(50, random_state=0)))
+
+
+def test_same_seed_gives_bitwise_identical_scores_and_samples(device):
+    if device != "cpu":
+        pytest.skip("bitwise reproducibility is promised on the CPU")
+    X = _blobs()
+    first = FlowMatchingDensity(**TINY, random_state=3).fit(X)
+    second = FlowMatchingDensity(**TINY, random_state=3).fit(X)
+    assert_array_equal(first.score_samples(X), second.score_samples(X))
+    assert_array_equal(
+        first.sample(10, random_state=1), second.sample(10, random_state=1)
+    )
+    assert_array_equal(first.loss_curve_, second.loss_curve_)
+    other = FlowMatchingDensity(**TINY, random_state=4).fit(X)
+    assert not np.array_equal(first.score_samples(X), other.score_samples(X))
+
+
+def test_sample_shape_dtype_and_seed(device):
+    X = _blobs(d=3)
+    est = FlowMatchingDensity(**TINY, device=device, random_state=0).fit(X)
+    samples = est.sample(7, random_state=0)
+    assert samples.shape == (7, 3)
+    assert samples.dtype == np.float64
+    assert_array_equal(samples, est.sample(7, random_state=0))
+    assert not np.array_equal(samples, est.sample(7, random_state=1))
+    assert est.sample().shape == (1, 3)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="n_samples"):
+            est.sample(bad)
+
+
+def test_fitted_attributes(device):
+    X = _blobs(d=3)
+    est = FlowMatchingDensity(**TINY, device=device, random_state=0).fit(X)
+    assert est.n_features_in_ == 3
+    assert est.n_iter_ == TINY["max_iter"] == len(est.loss_curve_)
+    assert isinstance(est.device_, torch.device)
+    assert est.device == device  # the parameter is never rewritten
+    assert isinstance(est.vector_field_, torch.nn.Module)
+    assert not est.vector_field_.training
+    assert_allclose(est.mean_, X.mean(0))
+    assert_allclose(est.scale_, X.std(0))
+    # Training reduces the flow-matching loss.
+    assert np.mean(est.loss_curve_[-10:]) < np.mean(est.loss_curve_[:10])
+
+
+def test_score_is_the_mean_log_likelihood():
+    X = _blobs()
+    est = FlowMatchingDensity(**EXACT, random_state=0).fit(X)
+    assert est.score(X) == pytest.approx(np.mean(est.score_samples(X)), rel=1e-12)
+
+
+def test_hutchinson_is_reproducible_and_unbiased():
+    X = _blobs(d=3)
+    exact = FlowMatchingDensity(**EXACT, random_state=0).fit(X)
+    hutchinson = clone(exact).set_params(divergence="hutchinson", n_probes=4).fit(X)
+    scores = hutchinson.score_samples(X)
+    assert_array_equal(scores, hutchinson.score_samples(X))  # probes are seeded
+    error = scores - exact.score_samples(X)
+    assert np.std(error) > 0  # it is an estimate...
+    # ...whose mean error over 200 rows is within 4 standard errors of 0.
+    assert abs(error.mean()) < 4 * error.std() / np.sqrt(len(error))
+
+
+def test_float32_and_float64_agree():
+    X = _blobs()
+    est64 = FlowMatchingDensity(**EXACT, random_state=0).fit(X)
+    est32 = clone(est64).set_params(dtype="float32").fit(X)
+    # One seed draws the same minibatches and noise in both precisions, so
+    # only float32 round-off separates them: measured 2e-6 nats after 100
+    # Adam steps and the solve.
+    assert_allclose(est32.score_samples(X), est64.score_samples(X), atol=1e-4)
+
+
+def test_sample_weight_zero_equals_removing_rows():
+    X = _blobs(n=60)
+    weights = np.ones(len(X))
+    weights[::3] = 0
+    weighted = FlowMatchingDensity(**EXACT, random_state=0).fit(
+        X, sample_weight=weights
+    )
+    removed = FlowMatchingDensity(**EXACT, random_state=0).fit(X[weights > 0])
+    # Rows are drawn by inverting the weights' CDF, so both fits see the same
+    # minibatches; only the last bits of the weighted mean differ.
+    assert_allclose(weighted.score_samples(X), removed.score_samples(X), rtol=1e-9)
+
+
+def test_integer_sample_weight_equals_repeating_rows():
+    X = _blobs(n=40)
+    weights = np.random.RandomState(0).randint(1, 4, size=len(X))
+    weighted = FlowMatchingDensity(**EXACT, random_state=0).fit(
+        X, sample_weight=weights
+    )
+    repeated = FlowMatchingDensity(**EXACT, random_state=0).fit(
+        np.repeat(X, weights, 0)
+    )
+    assert_allclose(weighted.score_samples(X), repeated.score_samples(X), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        (np.zeros(20), "Sample weights must contain at least one non-zero number"),
+        (-np.ones(20), "Negative values in data passed to `sample_weight`"),
+        (np.ones(3), r"sample_weight.shape == \(3,\), expected \(20,\)"),
+    ],
+)
+def test_bad_sample_weight_raises(weights, message):
+    with pytest.raises(ValueError, match=message):
+        FlowMatchingDensity(**TINY).fit(_blobs(n=20), sample_weight=weights)
+
+
+def test_unfitted_estimator_raises_not_fitted():
+    est = FlowMatchingDensity()
+    for call in (
+        lambda: est.score_samples(np.zeros((2, 2))),
+        lambda: est.score(np.zeros((2, 2))),
+        lambda: est.sample(3),
+    ):
+        with pytest.raises(NotFittedError):
+            call()
+
+
+def test_wrong_number_of_features_raises():
+    est = FlowMatchingDensity(**TINY, random_state=0).fit(_blobs(d=2))
+    with pytest.raises(ValueError, match="X has 3 features, but FlowMatchingDensity"):
+        est.score_samples(np.zeros((4, 3)))
+
+
+@pytest.mark.parametrize(
+    "X, error, message",
+    [
+        (np.array([[0.0, np.nan], [1.0, 2.0], [3.0, 1.0]]), ValueError, "NaN"),
+        (np.array([[0.0, np.inf], [1.0, 2.0], [3.0, 1.0]]), ValueError, "infinity"),
+        (np.empty((0, 2)), ValueError, "0 sample"),
+        (np.zeros((1, 2)), ValueError, "1 sample"),
+        (sp.csr_matrix(np.eye(3)), TypeError, "Sparse data was passed"),
+        (np.ones((3, 2)) + 1j, ValueError, "Complex data not supported"),
+        (np.array([["a", "b"], ["c", "d"]]), ValueError, "could not convert"),
+    ],
+    ids=["nan", "inf", "empty", "one-sample", "sparse", "complex", "strings"],
+)
+def test_bad_input_gets_sklearn_errors(X, error, message):
+    with pytest.raises(error, match=message):
+        FlowMatchingDensity(**TINY).fit(X)
+
+
+def test_bad_input_at_score_time():
+    est = FlowMatchingDensity(**TINY, random_state=0).fit(_blobs())
+    with pytest.raises(ValueError, match="NaN"):
+        est.score_samples(np.array([[0.0, np.nan]]))
+    with pytest.raises(TypeError, match="Sparse data was passed"):
+        est.score_samples(sp.csr_matrix(np.eye(2)))
+
+
+def test_inputs_are_never_modified():
+    X = _blobs()
+    X_copy = X.copy()
+    weights = np.linspace(0.5, 2, len(X))
+    weights_copy = weights.copy()
+    X.setflags(write=False)  # read-only input works too
+    est = FlowMatchingDensity(**TINY, random_state=0).fit(X, sample_weight=weights)
+    est.score_samples(X)
+    est.score(X)
+    assert_array_equal(X, X_copy)
+    assert_array_equal(weights, weights_copy)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"path": "straight"}, "'path' parameter"),
+        ({"sigma": -0.1}, "'sigma' parameter"),
+        ({"solver": "leapfrog"}, "'solver' parameter"),
+        ({"dtype": "float16"}, "'dtype' parameter"),
+        ({"max_iter": 0}, "'max_iter' parameter"),
+    ],
+)
+def test_invalid_parameters_raise(params, message):
+    with pytest.raises(InvalidParameterError, match=message):
+        FlowMatchingDensity(**params).fit(_blobs())
+
+
+@pytest.mark.parametrize("sizes", [(), (16, 0), (16, 2.5)])
+def test_invalid_hidden_layer_sizes_raise(sizes):
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        FlowMatchingDensity(hidden_layer_sizes=sizes).fit(_blobs())
+
+
+def test_fixed_step_solver_without_n_steps_raises_in_fit():
+    with pytest.raises(ValueError, match="n_steps"):
+        FlowMatchingDensity(**TINY, solver="rk4").fit(_blobs())
+
+
+def test_grid_search_over_path_and_sigma():
+    X = _blobs(n=120)
+    search = GridSearchCV(
+        FlowMatchingDensity(
+            hidden_layer_sizes=(16,), max_iter=30, batch_size=32, random_state=0
+        ),
+        {"path": ["fm", "icfm", "ot-cfm", "vp"], "sigma": [0.0, 0.1]},
+        cv=2,
+    ).fit(X)
+    scores = search.cv_results_["mean_test_score"]
+    assert scores.shape == (8,)
+    assert np.all(np.isfinite(scores))
+    assert search.best_params_["path"] in {"fm", "icfm", "ot-cfm", "vp"}
+    assert search.best_estimator_.n_features_in_ == 2
+
+
+def test_pipeline_and_cross_val_score():
+    X = _blobs(n=120)
+    pipe = make_pipeline(StandardScaler(), FlowMatchingDensity(**TINY, random_state=0))
+    scores = cross_val_score(pipe, X, cv=3)
+    assert scores.shape == (3,)
+    assert np.all(np.isfinite(scores))
+    # A scaler inside the pipeline changes the units of the score: the
+    # scores are log densities of the scaled data (see the docs' pitfalls).
+    pipe.fit(X)
+    est = pipe[-1]
+    assert_allclose(est.scale_, 1.0, atol=1e-12)
+
+
+def test_clone_keeps_parameters_and_drops_the_fit():
+    est = FlowMatchingDensity(**TINY, path="vp", sigma=0.2, random_state=0).fit(
+        _blobs()
+    )
+    copy = clone(est)
+    assert copy.get_params() == est.get_params()
+    assert not hasattr(copy, "vector_field_")
+
+
+@pytest.mark.parametrize("dump_load", ["joblib", "pickle"])
+def test_round_trip_gives_identical_scores(dump_load, tmp_path):
+    X = _blobs()
+    est = FlowMatchingDensity(**TINY, random_state=0).fit(X)
+    if dump_load == "joblib":
+        joblib.dump(est, tmp_path / "model.joblib")
+        loaded = joblib.load(tmp_path / "model.joblib")
+    else:
+        loaded = pickle.loads(pickle.dumps(est))
+    assert_array_equal(loaded.score_samples(X), est.score_samples(X))
+    assert_array_equal(loaded.sample(5, random_state=0), est.sample(5, random_state=0))
+
+
+def test_model_from_a_missing_gpu_loads_on_the_cpu(monkeypatch):
+    # Simulate a model fitted on a GPU, unpickled on a machine without one.
+    X = _blobs()
+    est = FlowMatchingDensity(**TINY, random_state=0).fit(X)
+    expected = est.score_samples(X)
+    est.device_ = torch.device("cuda:0")
+    blob = pickle.dumps(est)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="cuda:0, which is not available"):
+        loaded = pickle.loads(blob)
+    assert loaded.device_ == torch.device("cpu")
+    assert next(loaded.vector_field_.parameters()).device.type == "cpu"
+    assert_array_equal(loaded.score_samples(X), expected)
+
+
+def test_pickled_state_holds_the_field_on_the_cpu():
+    est = FlowMatchingDensity(**TINY, random_state=0).fit(_blobs())
+    state = est.__getstate__()
+    assert all(p.device.type == "cpu" for p in state["vector_field_"].parameters())
+    # The live estimator keeps its own field object.
+    assert state["vector_field_"] is not est.vector_field_
+
+
+def test_feature_names_are_recorded():
+    pd = pytest.importorskip("pandas")
+    X = pd.DataFrame(_blobs(), columns=["a", "b"])
+    est = FlowMatchingDensity(**TINY, random_state=0).fit(X)
+    assert_array_equal(est.feature_names_in_, ["a", "b"])
+    assert est.score_samples(X).shape == (len(X),)
+
+
+def test_verbose_reports_progress(capsys):
+    FlowMatchingDensity(**TINY, random_state=0, verbose=1).fit(_blobs())
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 10
+    assert "step 100/100" in lines[-1] and "loss" in lines[-1]
+    FlowMatchingDensity(**TINY, random_state=0).fit(_blobs())
+    assert capsys.readouterr().out == ""
