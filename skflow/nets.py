@@ -69,7 +69,50 @@ class VectorField(nn.Module):
         layers.append(nn.Linear(widths[-1], self.n_features))
         self.mlp = nn.Sequential(*layers)
 
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _inputs(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         t = t.reshape(-1, 1).expand(x.shape[0], 1)
-        return self.mlp(torch.cat([x, self.time_features(t)], dim=-1))
+        return torch.cat([x, self.time_features(t)], dim=-1)
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self._inputs(t, x))
+
+    def velocity_and_divergence(
+        self, t: torch.Tensor, x: torch.Tensor, probes: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``v(t, x)`` and its divergence in one forward pass, no autograd.
+
+        Directions are pushed through the MLP with it (forward-mode
+        differentiation in closed form): the d coordinate directions for the
+        exact trace of dv/dx, or the Hutchinson ``probes`` of shape
+        (n, n_probes, d) for the estimate mean_k eps_k^T (dv/dx) eps_k.
+        Each layer costs one matrix product over all directions at once.
+        """
+        linears = list(self.mlp)[::2]
+        first, hidden, last = linears[0], linears[1:-1], linears[-1]
+        d = x.shape[-1]
+        pre = first(self._inputs(t, x))
+        weight_x = first.weight[:, :d]  # time features do not depend on x
+        if probes is None:
+            tangent = weight_x.T.unsqueeze(0)  # (1, d, width): dA/dx_j, every row
+        else:
+            tangent = probes @ weight_x.T  # (n, n_probes, width)
+        h, slope = _silu_and_slope(pre)
+        tangent = tangent * slope.unsqueeze(1)
+        for linear in hidden:
+            h, slope = _silu_and_slope(linear(h))
+            tangent = (tangent @ linear.weight.T) * slope.unsqueeze(1)
+        velocity = last(h)
+        if probes is None:
+            # trace = sum_j (W_last tangent_j)_j: only the diagonal is needed.
+            divergence = torch.einsum("njk,jk->n", tangent, last.weight)
+        else:
+            products = tangent @ last.weight.T  # (dv/dx) eps, (n, n_probes, d)
+            divergence = (products * probes).sum(-1).mean(-1)
+        return velocity, divergence
+
+
+def _silu_and_slope(pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SiLU(a) = a sigmoid(a) and its derivative sigmoid(a) (1 + a (1 - sigmoid(a)))."""
+    gate = torch.sigmoid(pre)
+    return pre * gate, gate * (1 + pre * (1 - gate))

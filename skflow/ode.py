@@ -83,16 +83,22 @@ def integrate(
     n_steps: int | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
-) -> torch.Tensor:
-    """Push ``x0`` from t = 0 to t = 1 along ``field`` (no divergence)."""
+) -> tuple[torch.Tensor, int]:
+    """Push ``x0`` from t = 0 to t = 1 along ``field`` (no divergence).
+
+    Returns the points at t = 1 and the number of evaluations of the field.
+    """
     kwargs = _odeint_kwargs(solver, n_steps, rtol, atol)
-    return odeint(field, x0, _times(0.0, 1.0, x0), **kwargs)[-1]
+    counting = _CountingField(field)
+    x1 = odeint(counting, x0, _times(0.0, 1.0, x0), **kwargs)[-1]
+    return x1, counting.n_evaluations
 
 
 def exact_divergence(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Trace of dv/dx for each row, by d vector-Jacobian products in one call.
 
-    ``v`` must have been computed from ``x`` with autograd recording.
+    For fields without a closed form; ``v`` must have been computed from
+    ``x`` with autograd recording.
     """
     n_features = x.shape[-1]
     basis = torch.eye(n_features, dtype=x.dtype, device=x.device)
@@ -107,10 +113,30 @@ def hutchinson_divergence(
 ) -> torch.Tensor:
     """Unbiased estimate of the trace of dv/dx, averaged over ``probes``.
 
-    ``probes`` has shape (n_probes, n, d): eps^T (dv/dx) eps for each probe.
+    ``probes`` has shape (n, n_probes, d): mean_k eps_k^T (dv/dx) eps_k.
     """
-    (products,) = torch.autograd.grad(v, x, probes, is_grads_batched=True)
-    return (products * probes).sum(-1).mean(0)
+    by_probe = probes.movedim(1, 0)
+    (products,) = torch.autograd.grad(v, x, by_probe, is_grads_batched=True)
+    return (products * by_probe).sum(-1).mean(0)
+
+
+def _velocity_and_divergence(field: Field, probes: torch.Tensor | None) -> Callable:
+    """``(t, x) -> (v, div v)``: the field's closed form if it has one."""
+    closed_form = getattr(field, "velocity_and_divergence", None)
+    if closed_form is not None:
+        return lambda t, x: closed_form(t, x, probes)
+
+    def by_autograd(t, x):
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            v = field(t, x)
+            if probes is None:
+                divergence = exact_divergence(v, x)
+            else:
+                divergence = hutchinson_divergence(v, x, probes)
+        return v.detach(), divergence.detach()
+
+    return by_autograd
 
 
 def log_likelihood(
@@ -129,14 +155,17 @@ def log_likelihood(
     Parameters
     ----------
     field : callable
-        ``field(t, x)`` returning the velocity at ``x``.
+        ``field(t, x)`` returning the velocity at ``x``. If it has a method
+        ``velocity_and_divergence(t, x, probes)`` (as
+        :class:`skflow.nets.VectorField`), that closed form is used;
+        otherwise the divergence is taken by autograd.
     x1 : tensor of shape (n, d)
         Points at t = 1 (data space of the flow).
     log_base_density : callable
         Log density of the t = 0 marginal, applied to rows.
     solver, n_steps, rtol, atol
         torchdiffeq method and its step control.
-    probes : tensor of shape (n_probes, n, d), default=None
+    probes : tensor of shape (n, n_probes, d), default=None
         Hutchinson probes, fixed for the whole solve; None for the exact
         divergence.
 
@@ -147,17 +176,10 @@ def log_likelihood(
         Number of evaluations of the augmented right-hand side.
     """
     kwargs = _odeint_kwargs(solver, n_steps, rtol, atol)
+    velocity_and_divergence = _velocity_and_divergence(field, probes)
 
     def augmented(t, state):
-        x, _ = state
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            v = field(t, x)
-            if probes is None:
-                divergence = exact_divergence(v, x)
-            else:
-                divergence = hutchinson_divergence(v, x, probes)
-        return v.detach(), divergence.detach()
+        return velocity_and_divergence(t, state[0])
 
     counting = _CountingField(augmented)
     delta1 = torch.zeros(x1.shape[0], dtype=x1.dtype, device=x1.device)

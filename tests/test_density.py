@@ -409,3 +409,43 @@ def test_verbose_reports_progress(capsys):
     assert "step 100/100" in lines[-1] and "loss" in lines[-1]
     FlowMatchingDensity(**TINY, random_state=0).fit(_blobs())
     assert capsys.readouterr().out == ""
+
+
+def test_chunked_scoring_and_sampling_match_one_chunk():
+    # With a fixed-step solver each row is integrated on its own, so chunks
+    # change nothing but round-off in the matrix products.
+    X = _blobs(n=50, d=3)
+    est = FlowMatchingDensity(**EXACT, random_state=0).fit(X)
+    whole = est.score_samples(X)
+    samples = est.sample(30, random_state=0)
+    est.set_params(inference_batch_size=7)
+    assert_allclose(est.score_samples(X), whole, rtol=1e-12)
+    assert est.solver_stats_["n_chunks"] == 8  # ceil(50 / 7)
+    assert_allclose(est.sample(30, random_state=0), samples, rtol=1e-12)
+    assert est.solver_stats_["n_chunks"] == 5
+
+
+def test_hutchinson_probes_do_not_depend_on_chunking():
+    X = _blobs(n=50, d=3)
+    est = FlowMatchingDensity(
+        **EXACT, divergence="hutchinson", n_probes=2, random_state=0
+    ).fit(X)
+    whole = est.score_samples(X)
+    est.set_params(inference_batch_size=9)
+    assert_allclose(est.score_samples(X), whole, rtol=1e-12)
+
+
+def test_solver_stats_count_field_evaluations():
+    X = _blobs(n=20)
+    est = FlowMatchingDensity(**EXACT, random_state=0).fit(X)
+    est.score_samples(X)
+    # rk4 evaluates the field 4 times per step.
+    assert est.solver_stats_ == {
+        "n_evaluations": 4 * EXACT["n_steps"],
+        "max_evaluations_per_chunk": 4 * EXACT["n_steps"],
+        "n_chunks": 1,
+    }
+    adaptive = clone(est).set_params(solver="dopri5").fit(X)
+    adaptive.sample(10, random_state=0)
+    # dopri5: 2 evaluations to pick the first step, then 6 per step (FSAL).
+    assert adaptive.solver_stats_["n_evaluations"] >= 8

@@ -34,7 +34,9 @@ report(
     "KernelDensity (bandwidth by 5-fold CV)",
     GridSearchCV(KernelDensity(), {"bandwidth": np.logspace(-2.5, 0, 20)}),
 )
-bic = [GaussianMixture(k, random_state=0).fit(X_train).bic(X_train) for k in range(1, 31)]
+bic = [
+    GaussianMixture(k, random_state=0).fit(X_train).bic(X_train) for k in range(1, 31)
+]
 report(
     f"GaussianMixture ({np.argmin(bic) + 1} components by BIC)",
     GaussianMixture(int(np.argmin(bic)) + 1, random_state=0),
