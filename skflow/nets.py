@@ -21,7 +21,7 @@ class TimeFeatures(nn.Module):
 
     def __init__(self, n_frequencies: int = 4) -> None:
         super().__init__()
-        frequencies = math.pi * torch.arange(1, n_frequencies + 1, dtype=torch.float64)
+        frequencies = math.pi * torch.arange(1, n_frequencies + 1)
         self.register_buffer("frequencies", frequencies)
 
     @property
@@ -77,8 +77,13 @@ class VectorField(nn.Module):
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(self._inputs(t, x))
 
+    @torch.no_grad()
     def velocity_and_divergence(
-        self, t: torch.Tensor, x: torch.Tensor, probes: torch.Tensor | None = None
+        self,
+        t: torch.Tensor,
+        x: torch.Tensor,
+        probes: torch.Tensor | None = None,
+        workspace: dict | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``v(t, x)`` and its divergence in one forward pass, no autograd.
 
@@ -87,21 +92,47 @@ class VectorField(nn.Module):
         exact trace of dv/dx, or the Hutchinson ``probes`` of shape
         (n, n_probes, d) for the estimate mean_k eps_k^T (dv/dx) eps_k.
         Each layer costs one matrix product over all directions at once.
+
+        Parameters
+        ----------
+        t : tensor
+            Time, a scalar or one per row.
+        x : tensor of shape (n, d)
+            Points.
+        probes : tensor of shape (n, n_probes, d), default=None
+            Hutchinson probes; None for the exact divergence.
+        workspace : dict, default=None
+            Buffers kept between calls of one ODE solve: the large
+            intermediate tensors are written in place instead of being
+            allocated (and page-faulted) at every evaluation.
+
+        Returns
+        -------
+        velocity : tensor of shape (n, d)
+        divergence : tensor of shape (n,)
         """
+        buffers = _Buffers(workspace, x)
         linears = list(self.mlp)[::2]
         first, hidden, last = linears[0], linears[1:-1], linears[-1]
-        d = x.shape[-1]
-        pre = first(self._inputs(t, x))
-        weight_x = first.weight[:, :d]  # time features do not depend on x
+        n, d = x.shape
+        weight_x = first.weight[:, :d]  # the time features do not depend on x
+        h, slope = _silu_and_slope(first, self._inputs(t, x), buffers, 0)
         if probes is None:
-            tangent = weight_x.T.unsqueeze(0)  # (1, d, width): dA/dx_j, every row
+            # d/dx_j of the first layer is column j of its weight, for every row.
+            directions = d
+            tangent = buffers.get("tangent0", n, d, first.out_features)
+            torch.mul(weight_x.T.unsqueeze(0), slope.unsqueeze(1), out=tangent)
         else:
-            tangent = probes @ weight_x.T  # (n, n_probes, width)
-        h, slope = _silu_and_slope(pre)
-        tangent = tangent * slope.unsqueeze(1)
-        for linear in hidden:
-            h, slope = _silu_and_slope(linear(h))
-            tangent = (tangent @ linear.weight.T) * slope.unsqueeze(1)
+            directions = probes.shape[1]
+            tangent = probes @ weight_x.T
+            tangent.mul_(slope.unsqueeze(1))
+        for layer, linear in enumerate(hidden, start=1):
+            h, slope = _silu_and_slope(linear, h, buffers, layer)
+            out = buffers.get(
+                f"tangent{layer % 2 + 1}", n * directions, linear.out_features
+            )
+            torch.mm(tangent.reshape(n * directions, -1), linear.weight.T, out=out)
+            tangent = out.view(n, directions, -1).mul_(slope.unsqueeze(1))
         velocity = last(h)
         if probes is None:
             # trace = sum_j (W_last tangent_j)_j: only the diagonal is needed.
@@ -112,7 +143,37 @@ class VectorField(nn.Module):
         return velocity, divergence
 
 
-def _silu_and_slope(pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """SiLU(a) = a sigmoid(a) and its derivative sigmoid(a) (1 + a (1 - sigmoid(a)))."""
-    gate = torch.sigmoid(pre)
-    return pre * gate, gate * (1 + pre * (1 - gate))
+class _Buffers:
+    """Named scratch tensors, reused while their shape stays the same."""
+
+    def __init__(self, workspace: dict | None, like: torch.Tensor) -> None:
+        self.workspace = {} if workspace is None else workspace
+        self.like = like
+
+    def get(self, name: str, *shape: int) -> torch.Tensor:
+        buffer = self.workspace.get(name)
+        if (
+            buffer is None
+            or buffer.shape != shape
+            or buffer.dtype != self.like.dtype
+            or buffer.device != self.like.device
+        ):
+            buffer = torch.empty(shape, dtype=self.like.dtype, device=self.like.device)
+            self.workspace[name] = buffer
+        return buffer
+
+
+def _silu_and_slope(
+    linear: nn.Linear, inputs: torch.Tensor, buffers: _Buffers, layer: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One hidden layer: SiLU(W x + b) and SiLU's derivative at W x + b."""
+    shape = (inputs.shape[0], linear.out_features)
+    pre = buffers.get(f"pre{layer}", *shape)
+    torch.addmm(linear.bias, inputs, linear.weight.T, out=pre)
+    # silu_backward with a gradient of ones is SiLU's derivative, in one pass.
+    ones = torch.ones((), dtype=pre.dtype, device=pre.device).expand(shape)
+    slope = torch.ops.aten.silu_backward.grad_input(
+        ones, pre, grad_input=buffers.get(f"slope{layer}", *shape)
+    )
+    h = torch.ops.aten.silu.out(pre, out=buffers.get(f"h{layer}", *shape))
+    return h, slope

@@ -124,7 +124,8 @@ def _velocity_and_divergence(field: Field, probes: torch.Tensor | None) -> Calla
     """``(t, x) -> (v, div v)``: the field's closed form if it has one."""
     closed_form = getattr(field, "velocity_and_divergence", None)
     if closed_form is not None:
-        return lambda t, x: closed_form(t, x, probes)
+        workspace = {}  # scratch buffers shared by the evaluations of a solve
+        return lambda t, x: closed_form(t, x, probes, workspace)
 
     def by_autograd(t, x):
         with torch.enable_grad():
