@@ -4,7 +4,10 @@ For each dimension d, one skflow vector field is trained (estimator
 defaults) on a mixture of four Gaussians, then 10,000 test points are scored
 by
 
-(a) skflow at its defaults (closed-form divergence, cache-sized chunks),
+(a) skflow at its defaults (trajectory by dopri5, divergence in closed form
+    integrated by adaptive Gauss-Kronrod quadrature, cache-sized chunks),
+    and, as an ablation, skflow's field solved the textbook way (augmented
+    state, closed-form divergence at every stage, same chunks),
 (b) the straightforward engine: torchdiffeq dopri5 on the augmented state,
     exact divergence by a loop of d autograd calls (the torchcfm tutorial's
     and Meta flow_matching's way), at skflow's tolerances,
@@ -133,7 +136,9 @@ def engine_comparison(d: int, model_dir: Path) -> dict:
     field64 = copy.deepcopy(est.vector_field_).double()
     z_reference = z[subset].double()
     (reference, _), reference_time = timed(
-        lambda: log_likelihood(field64, z_reference, log_base, rtol=1e-9, atol=1e-9)
+        lambda: log_likelihood(
+            field64, z_reference, log_base, rtol=1e-9, atol=1e-9, method="augmented"
+        )
     )
     check = straightforward_log_density(
         lambda t, x: field64(t, x), z_reference[:20], log_base, 1e-9, 1e-9
@@ -149,37 +154,78 @@ def engine_comparison(d: int, model_dir: Path) -> dict:
     rows["skflow (defaults)"] = {
         "seconds": seconds,
         "n_evaluations": est.solver_stats_["max_evaluations_per_chunk"],
+        "n_divergence_evaluations": est.solver_stats_["n_divergence_evaluations"]
+        // est.solver_stats_["n_chunks"],
         **errors(scores, reference, subset),
     }
     print(f"d={d}: skflow {seconds:.1f} s", flush=True)
 
+    def augmented():
+        chunk = est.solver_stats_["n_chunks"]
+        values, most = [], 0
+        for rows_ in np.array_split(np.arange(N_TEST), chunk):
+            value, stats = log_likelihood(
+                est.vector_field_,
+                z[rows_],
+                log_base,
+                rtol=rtol,
+                atol=atol,
+                method="augmented",
+            )
+            values.append(value)
+            most = max(most, stats.n_evaluations)
+        return torch.cat(values).numpy() - jacobian, most
+
+    (values, most), seconds = timed(augmented)
+    rows["skflow field, augmented solve (ablation)"] = {
+        "seconds": seconds,
+        "n_evaluations": most,
+        "n_divergence_evaluations": most,
+        **errors(values, reference, subset),
+    }
+    print(f"d={d}: skflow augmented {seconds:.1f} s", flush=True)
+
     field = est.vector_field_
-    for name, engine in [
+    target = rows["skflow (defaults)"]["mean_abs_error"]
+    peers = [
+        # (name, engine, tolerance factors tried): the straightforward engine,
+        # the faster peer everywhere, is also run 3x looser, so that it is
+        # timed at the loosest setting still as accurate as skflow.
         (
             "straightforward (torchdiffeq, d autograd calls)",
             straightforward_log_density,
+            (1, 3),
         ),
-        ("zuko FreeFormJacobianTransform", zuko_log_density),
-    ]:
-        counter = Counter(lambda t, x: field(t, x))  # no closed form: plain calls
-        engine(counter, z[:50], log_base, rtol, atol)  # warm-up
-        counter.n = 0
-        values, seconds = timed(
-            lambda engine=engine, counter=counter: engine(
-                counter, z, log_base, rtol, atol
+        ("zuko FreeFormJacobianTransform", zuko_log_density, (1,)),
+    ]
+    candidates = []
+    for name, engine, factors in peers:
+        for factor in factors:
+            counter = Counter(lambda t, x: field(t, x))  # no closed form: plain calls
+            tol_r, tol_a = factor * rtol, factor * atol
+            engine(counter, z[:50], log_base, tol_r, tol_a)  # warm-up
+            counter.n = 0
+            values, seconds = timed(
+                lambda engine=engine, counter=counter, tol_r=tol_r, tol_a=tol_a: engine(
+                    counter, z, log_base, tol_r, tol_a
+                )
             )
-        )
-        rows[name] = {
-            "seconds": seconds,
-            "n_evaluations": counter.n,
-            **errors(values.numpy() - jacobian, reference, subset),
-        }
-        print(f"d={d}: {name} {seconds:.1f} s", flush=True)
+            label = name if factor == 1 else f"{name}, rtol = atol x {factor}"
+            rows[label] = row = {
+                "seconds": seconds,
+                "n_evaluations": counter.n,
+                "n_divergence_evaluations": counter.n,
+                "rtol": tol_r,
+                **errors(values.numpy() - jacobian, reference, subset),
+            }
+            candidates.append((factor, row))
+            print(f"d={d}: {label} {seconds:.1f} s", flush=True)
 
-    fastest_peer = min(
-        (row for name, row in rows.items() if not name.startswith("skflow")),
-        key=lambda row: row["seconds"],
-    )
+    # The faster peer at equal or better accuracy than skflow; if no peer run
+    # is that accurate, the peers at skflow's own tolerance (in their favour).
+    as_accurate = [row for _, row in candidates if row["mean_abs_error"] <= target]
+    pool = as_accurate or [row for factor, row in candidates if factor == 1]
+    fastest_peer = min(pool, key=lambda row: row["seconds"])
     ours = rows["skflow (defaults)"]
     return {
         "d": d,
@@ -188,6 +234,7 @@ def engine_comparison(d: int, model_dir: Path) -> dict:
         "atol": atol,
         "engines": rows,
         "speedup_vs_fastest_peer": fastest_peer["seconds"] / ours["seconds"],
+        "peer_compared": next(n for n, r in rows.items() if r is fastest_peer),
         "skflow_at_least_as_accurate": ours["mean_abs_error"]
         <= fastest_peer["mean_abs_error"],
     }
@@ -294,27 +341,35 @@ def write_markdown(results: dict, path: Path) -> None:
         "",
         f"Scoring {N_TEST:,} points; errors against a float64 dopri5 solve at "
         f"rtol = atol = 1e-9 on {N_REFERENCE:,} of them (nats). Peers run at "
-        "skflow's tolerances on the same trained field (float32).",
+        "skflow's tolerances on the same trained field (float32). Evaluations "
+        "are per solve (skflow: the slowest chunk); those with the divergence "
+        "cost about d + 1 plain ones.",
         "",
-        "| d | engine | time (s) | evaluations | mean abs error | max abs error |",
+        "| d | engine | time (s) | field evaluations (with divergence) "
+        "| mean abs error | max abs error |",
         "|---|---|---|---|---|---|",
     ]
     for entry in results["engines"]:
         for name, row in entry["engines"].items():
             lines.append(
                 f"| {entry['d']} | {name} | {row['seconds']:.2f} "
-                f"| {row['n_evaluations']} | {row['mean_abs_error']:.1e} "
+                f"| {row['n_evaluations']} ({row['n_divergence_evaluations']}) "
+                f"| {row['mean_abs_error']:.1e} "
                 f"| {row['max_abs_error']:.1e} |"
             )
     lines += [
         "",
-        "| d | speed-up vs the faster peer | skflow at least as accurate |",
-        "|---|---|---|",
+        "Speed-up: against the faster peer run that is at least as accurate as "
+        "skflow (mean error), or, if none is, the faster peer at skflow's "
+        "tolerance.",
+        "",
+        "| d | speed-up | peer run compared | skflow at least as accurate |",
+        "|---|---|---|---|",
     ]
     for entry in results["engines"]:
         lines.append(
             f"| {entry['d']} | {entry['speedup_vs_fastest_peer']:.2f}x "
-            f"| {entry['skflow_at_least_as_accurate']} |"
+            f"| {entry['peer_compared']} | {entry['skflow_at_least_as_accurate']} |"
         )
     lines += [
         "",

@@ -30,7 +30,14 @@ from ._device import (
 )
 from ._training import train_vector_field
 from .nets import VectorField
-from .ode import DIVERGENCES, SOLVERS, check_solver, integrate, log_likelihood
+from .ode import (
+    DIVERGENCES,
+    SOLVERS,
+    SolveStats,
+    check_solver,
+    integrate,
+    log_likelihood,
+)
 from .paths import PATHS, make_path
 
 __all__ = ["FlowMatchingDensity"]
@@ -205,8 +212,10 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
 
     solver_stats_ : dict
         Statistics of the last :meth:`score_samples` or :meth:`sample` call,
-        to diagnose slow scoring: ``n_evaluations`` (evaluations of the field,
-        summed over chunks), ``max_evaluations_per_chunk`` and ``n_chunks``.
+        to diagnose slow scoring: ``n_evaluations`` (evaluations of the
+        field, summed over chunks), ``n_divergence_evaluations`` (those that
+        also computed the divergence, each costing about d + 1 plain ones),
+        ``max_evaluations_per_chunk`` and ``n_chunks``.
 
     See Also
     --------
@@ -411,7 +420,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
                 shape = (z.shape[0], self.n_probes, z.shape[1])
                 signs = torch.randint(0, 2, shape, generator=probe_generator)
                 probes = (2 * signs - 1).to(self.device_, dtype)
-            chunk_log_density, n_evaluations = log_likelihood(
+            chunk_log_density, stats = log_likelihood(
                 self.vector_field_,
                 z,
                 self.path_.log_base_density,
@@ -422,7 +431,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
                 probes=probes,
             )
             log_density[rows] = to_numpy(chunk_log_density)
-            evaluations.append(n_evaluations)
+            evaluations.append(stats)
         self._record_solver_stats(evaluations)
         return log_density - np.sum(np.log(self.scale_))
 
@@ -480,7 +489,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         samples = np.empty((n_samples, self.n_features_in_))
         evaluations = []
         for rows in self._chunks(n_samples, n_directions=1):
-            z, n_evaluations = integrate(
+            z, stats = integrate(
                 self.vector_field_,
                 noise[rows].to(self.device_, dtype),
                 solver=self.solver,
@@ -489,7 +498,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
                 atol=self.atol,
             )
             samples[rows] = to_numpy(z)
-            evaluations.append(n_evaluations)
+            evaluations.append(stats)
         self._record_solver_stats(evaluations)
         return samples * self.scale_ + self.mean_
 
@@ -507,11 +516,14 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         for start in range(0, n_rows, size):
             yield slice(start, min(start + size, n_rows))
 
-    def _record_solver_stats(self, evaluations: list[int]) -> None:
+    def _record_solver_stats(self, chunks: list[SolveStats]) -> None:
         self.solver_stats_ = {
-            "n_evaluations": int(sum(evaluations)),
-            "max_evaluations_per_chunk": int(max(evaluations)),
-            "n_chunks": len(evaluations),
+            "n_evaluations": sum(chunk.n_evaluations for chunk in chunks),
+            "n_divergence_evaluations": sum(
+                chunk.n_divergence_evaluations for chunk in chunks
+            ),
+            "max_evaluations_per_chunk": max(chunk.n_evaluations for chunk in chunks),
+            "n_chunks": len(chunks),
         }
 
     def _check_hidden_layer_sizes(self) -> tuple[int, ...]:

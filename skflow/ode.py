@@ -1,23 +1,40 @@
 """ODE solves on torchdiffeq: sampling and exact log-likelihoods.
 
 Sampling integrates dx/dt = v(t, x) from noise (t = 0) to data (t = 1).
-The log-likelihood integrates the augmented state (x, delta) backwards from
-t = 1 to t = 0 with d delta / dt = div v(t, x) (the instantaneous change of
-variables), so that log p_1(x1) = log p_0(x(0)) + delta(0).
+The log-likelihood is the instantaneous change of variables,
+
+    log p_1(x1) = log p_0(x(0)) - integral_0^1 div v(t, x(t)) dt,
+
+along the trajectory x(t) through x1. Two ways to compute it:
+
+- ``"augmented"``: integrate the state (x, delta) from t = 1 to t = 0 with
+  d delta / dt = div v (the textbook method; every solver step pays for the
+  divergence at every stage);
+- ``"quadrature"``: solve the trajectory alone (velocity only, (d + 1)
+  times cheaper per evaluation), keep x(t) at Gauss-Kronrod nodes, and
+  integrate the divergence there by adaptive quadrature. The trajectory is
+  as accurate as the augmented solve's, and the divergence is evaluated at
+  30 to 60 nodes instead of at every stage (~100 to 130 at tolerance 1e-6).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torchdiffeq import odeint
+
+from ._quadrature import integrate_panels
 
 __all__ = [
     "ADAPTIVE_SOLVERS",
     "FIXED_STEP_SOLVERS",
     "SOLVERS",
     "DIVERGENCES",
+    "LIKELIHOOD_METHODS",
+    "SolveStats",
     "check_solver",
     "integrate",
     "log_likelihood",
@@ -33,6 +50,15 @@ ADAPTIVE_SOLVERS = frozenset(
 FIXED_STEP_SOLVERS = frozenset({"euler", "midpoint", "heun3", "rk4"})
 SOLVERS = ADAPTIVE_SOLVERS | FIXED_STEP_SOLVERS
 DIVERGENCES = frozenset({"exact", "hutchinson"})
+LIKELIHOOD_METHODS = frozenset({"auto", "augmented", "quadrature"})
+
+# A panel of the divergence quadrature is accepted when the rows' RMS of
+# |Kronrod 15 - Gauss 7| is below this many times the solver tolerance
+# (atol + rtol |integral|, per unit of time). That difference estimates the
+# 7-point rule's error; the 15-point result kept is far more accurate on these
+# smooth integrands (measured: 3e-6 nats of error where the estimate said
+# 2e-3), so the bound is loosened, not the result.
+QUADRATURE_SLACK = 100.0
 
 
 def check_solver(solver: str, n_steps: int | None) -> None:
@@ -62,6 +88,23 @@ def _times(start: float, end: float, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor([start, end], dtype=like.dtype, device=like.device)
 
 
+@dataclass(frozen=True)
+class SolveStats:
+    """The work of one solve.
+
+    Attributes
+    ----------
+    n_evaluations : int
+        Evaluations of the field, with or without its divergence.
+    n_divergence_evaluations : int
+        Those of them that computed the divergence too (the costly kind: an
+        exact divergence costs about d + 1 plain evaluations).
+    """
+
+    n_evaluations: int
+    n_divergence_evaluations: int = 0
+
+
 class _CountingField:
     """Wrap a right-hand side and count its evaluations."""
 
@@ -83,15 +126,15 @@ def integrate(
     n_steps: int | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
-) -> tuple[torch.Tensor, int]:
+) -> tuple[torch.Tensor, SolveStats]:
     """Push ``x0`` from t = 0 to t = 1 along ``field`` (no divergence).
 
-    Returns the points at t = 1 and the number of evaluations of the field.
+    Returns the points at t = 1 and the solve's :class:`SolveStats`.
     """
     kwargs = _odeint_kwargs(solver, n_steps, rtol, atol)
     counting = _CountingField(field)
     x1 = odeint(counting, x0, _times(0.0, 1.0, x0), **kwargs)[-1]
-    return x1, counting.n_evaluations
+    return x1, SolveStats(counting.n_evaluations)
 
 
 def exact_divergence(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -147,19 +190,20 @@ def log_likelihood(
     *,
     solver: str = "dopri5",
     n_steps: int | None = None,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
+    rtol: float = 1e-6,
+    atol: float = 1e-6,
     probes: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, int]:
+    method: str = "auto",
+) -> tuple[torch.Tensor, SolveStats]:
     """Log density of each row of ``x1`` under the flow of ``field``.
 
     Parameters
     ----------
     field : callable
         ``field(t, x)`` returning the velocity at ``x``. If it has a method
-        ``velocity_and_divergence(t, x, probes)`` (as
-        :class:`skflow.nets.VectorField`), that closed form is used;
-        otherwise the divergence is taken by autograd.
+        ``velocity_and_divergence(t, x, probes, workspace)`` (as
+        :class:`skflow.nets.VectorField`), that closed form is used for the
+        divergence; otherwise the divergence is taken by autograd.
     x1 : tensor of shape (n, d)
         Points at t = 1 (data space of the flow).
     log_base_density : callable
@@ -169,13 +213,37 @@ def log_likelihood(
     probes : tensor of shape (n, n_probes, d), default=None
         Hutchinson probes, fixed for the whole solve; None for the exact
         divergence.
+    method : {"auto", "augmented", "quadrature"}, default="auto"
+        How the divergence is integrated (see the module's docstring).
+        ``"auto"``: quadrature with adaptive solvers, augmented with
+        fixed-step ones (which then score each row on its own).
 
     Returns
     -------
     log_density : tensor of shape (n,)
-    n_evaluations : int
-        Number of evaluations of the augmented right-hand side.
+    stats : SolveStats
+        Evaluations of the field, and how many of them had the divergence.
     """
+    check_solver(solver, n_steps)
+    if method not in LIKELIHOOD_METHODS:
+        raise ValueError(
+            f"Unknown method {method!r}; use {sorted(LIKELIHOOD_METHODS)}."
+        )
+    if method == "auto":
+        method = "quadrature" if solver in ADAPTIVE_SOLVERS else "augmented"
+    if method == "quadrature":
+        return _log_likelihood_by_quadrature(
+            field, x1, log_base_density, solver, n_steps, rtol, atol, probes
+        )
+    return _log_likelihood_augmented(
+        field, x1, log_base_density, solver, n_steps, rtol, atol, probes
+    )
+
+
+def _log_likelihood_augmented(
+    field, x1, log_base_density, solver, n_steps, rtol, atol, probes
+):
+    """Integrate (x, delta) from t = 1 to t = 0 with d delta / dt = div v."""
     kwargs = _odeint_kwargs(solver, n_steps, rtol, atol)
     velocity_and_divergence = _velocity_and_divergence(field, probes)
 
@@ -187,4 +255,56 @@ def log_likelihood(
     with torch.no_grad():
         x0, delta0 = odeint(counting, (x1, delta1), _times(1.0, 0.0, x1), **kwargs)
         log_density = log_base_density(x0[-1]) + delta0[-1]
-    return log_density, counting.n_evaluations
+    return log_density, SolveStats(counting.n_evaluations, counting.n_evaluations)
+
+
+def _log_likelihood_by_quadrature(
+    field, x1, log_base_density, solver, n_steps, rtol, atol, probes
+):
+    """Solve the trajectory alone; integrate the divergence by quadrature."""
+    kwargs = _odeint_kwargs(solver, n_steps, rtol, atol)
+    velocity_and_divergence = _velocity_and_divergence(field, probes)
+    counting = _CountingField(field)
+    trajectory: dict[float, torch.Tensor] = {}
+    n_divergences = 0
+
+    def prepare(needed, ahead=()):
+        # One solve from t = 1 gives x at every time asked for (torchdiffeq
+        # interpolates between the steps it chooses from rtol/atol); solve
+        # again only when a needed time is missing, and then take the times
+        # the next rounds may need along.
+        if all(t in trajectory for t in needed):
+            return
+        wanted = {t for t in (*needed, *ahead, 0.0) if t not in trajectory}
+        wanted = sorted(wanted, reverse=True)
+        grid = torch.tensor([1.0, *wanted], dtype=x1.dtype, device=x1.device)
+        with torch.no_grad():
+            path = odeint(counting, x1, grid, **kwargs)
+        trajectory.update(zip(wanted, path[1:], strict=True))
+
+    def divergences(times):
+        nonlocal n_divergences
+        prepare(times)
+        n_divergences += len(times)
+        return torch.stack(
+            [velocity_and_divergence(x1.new_tensor(t), trajectory[t])[1] for t in times]
+        )
+
+    def tolerance(integral):
+        return QUADRATURE_SLACK * (atol + rtol * integral.square().mean().sqrt())
+
+    integral, converged = integrate_panels(
+        divergences, edges=[0.0, 0.5, 1.0], tolerance=tolerance, prepare=prepare
+    )
+    if not converged:
+        warnings.warn(
+            "The divergence quadrature did not reach the tolerance; the log "
+            "densities may be less accurate than rtol/atol ask.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    prepare([0.0])
+    log_density = log_base_density(trajectory[0.0]) - integral
+    return log_density, SolveStats(
+        counting.n_evaluations + n_divergences, n_divergences
+    )

@@ -442,6 +442,7 @@ def test_solver_stats_count_field_evaluations():
     # rk4 evaluates the field 4 times per step.
     assert est.solver_stats_ == {
         "n_evaluations": 4 * EXACT["n_steps"],
+        "n_divergence_evaluations": 4 * EXACT["n_steps"],
         "max_evaluations_per_chunk": 4 * EXACT["n_steps"],
         "n_chunks": 1,
     }
@@ -449,3 +450,10 @@ def test_solver_stats_count_field_evaluations():
     adaptive.sample(10, random_state=0)
     # dopri5: 2 evaluations to pick the first step, then 6 per step (FSAL).
     assert adaptive.solver_stats_["n_evaluations"] >= 8
+    assert adaptive.solver_stats_["n_divergence_evaluations"] == 0
+    adaptive.score_samples(X)
+    # The divergence quadrature: 15 nodes on each of at least two panels.
+    stats = adaptive.solver_stats_
+    assert stats["n_divergence_evaluations"] % 15 == 0
+    assert stats["n_divergence_evaluations"] >= 30
+    assert stats["n_evaluations"] > stats["n_divergence_evaluations"]

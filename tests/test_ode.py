@@ -43,9 +43,15 @@ def _gaussian(dim, seed=0):
 
 @pytest.mark.parametrize("dim", [1, 2, 5])
 @pytest.mark.parametrize(
-    "solver, n_steps", [("dopri5", None), ("dopri8", None), ("rk4", 400)]
+    "solver, n_steps, method",
+    [
+        ("dopri5", None, "quadrature"),
+        ("dopri5", None, "augmented"),
+        ("dopri8", None, "quadrature"),
+        ("rk4", 400, "augmented"),
+    ],
 )
-def test_likelihood_of_analytic_gaussian_field(dim, solver, n_steps):
+def test_likelihood_of_analytic_gaussian_field(dim, solver, n_steps, method):
     # The likelihood ODE with the exact field must reproduce log N(x; m, S):
     # no training involved, so this isolates the solver and the divergence.
     # Tolerance 1e-4 nats: at rtol = atol = 1e-10 (rk4: 400 steps, error
@@ -53,7 +59,7 @@ def test_likelihood_of_analytic_gaussian_field(dim, solver, n_steps):
     mean, covariance = _gaussian(dim)
     field = GaussianField(mean, covariance)
     X = multivariate_normal(mean, covariance).rvs(50, random_state=1).reshape(50, dim)
-    log_density, n_evaluations = log_likelihood(
+    log_density, stats = log_likelihood(
         field,
         torch.as_tensor(X),
         LipmanPath(0.0).log_base_density,
@@ -61,10 +67,11 @@ def test_likelihood_of_analytic_gaussian_field(dim, solver, n_steps):
         n_steps=n_steps,
         rtol=1e-10,
         atol=1e-10,
+        method=method,
     )
     expected = multivariate_normal(mean, covariance).logpdf(X)
     np.testing.assert_allclose(log_density.numpy(), expected, atol=1e-4, rtol=0)
-    assert n_evaluations > 0
+    assert stats.n_evaluations >= stats.n_divergence_evaluations > 0
 
 
 def test_sampling_the_analytic_field_gives_the_gaussian():
@@ -129,6 +136,37 @@ def test_fixed_step_solver_takes_n_steps():
         return torch.ones_like(x)
 
     x = torch.zeros(2, 1, dtype=torch.float64)
-    out, n_evaluations = integrate(field, x, solver="euler", n_steps=10)
-    assert len(calls) == n_evaluations == 10
+    out, stats = integrate(field, x, solver="euler", n_steps=10)
+    assert len(calls) == stats.n_evaluations == 10
     assert_close(out, torch.ones_like(x))
+
+
+def test_quadrature_and_augmented_agree_on_a_trained_field():
+    # Same trajectory tolerance, two ways to integrate the divergence: they
+    # agree to the solver's accuracy (float64, rtol = atol = 1e-8).
+    from skflow import FlowMatchingDensity
+
+    X = np.random.RandomState(0).normal(size=(300, 3)) * [1.0, 0.5, 2.0]
+    est = FlowMatchingDensity(
+        hidden_layer_sizes=(32, 32), max_iter=200, dtype="float64", random_state=0
+    ).fit(X)
+    z = torch.as_tensor((X[:50] - est.mean_) / est.scale_)
+    values = {
+        method: log_likelihood(
+            est.vector_field_,
+            z,
+            est.path_.log_base_density,
+            rtol=1e-8,
+            atol=1e-8,
+            method=method,
+        )[0]
+        for method in ("augmented", "quadrature")
+    }
+    assert_close(values["quadrature"], values["augmented"], rtol=0, atol=1e-6)
+
+
+def test_unknown_likelihood_method():
+    field = GaussianField([0.0], [[1.0]])
+    x = torch.zeros(3, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="Unknown method"):
+        log_likelihood(field, x, LipmanPath(0.0).log_base_density, method="magic")

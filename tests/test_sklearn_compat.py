@@ -17,10 +17,10 @@ DEFAULT_LIKE = FlowMatchingDensity(**SMALL, random_state=0)
 def _expected_failed_checks(estimator):
     if estimator.solver == "dopri5":
         reason = (
-            "dopri5 chooses one step size for all rows solved together, from "
-            "an error norm summed over them in float32, so a row's log density "
-            "moves within the solver tolerance with the other rows of the call "
-            "and with their order"
+            "dopri5 (and the divergence quadrature) choose their steps (and "
+            "panels) for all rows solved together, from an error norm summed "
+            "over them in float32, so a row's log density moves within the "
+            "solver tolerance with the other rows of the call and their order"
         )
         return {
             "check_methods_subset_invariance": reason,
