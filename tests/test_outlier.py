@@ -1,0 +1,84 @@
+"""FlowMatchingOutlierDetector: thresholds and scikit-learn's outlier API."""
+
+import inspect
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.model_selection import GridSearchCV
+from sklearn.utils._param_validation import InvalidParameterError
+
+from skflow import FlowMatchingDensity, FlowMatchingOutlierDetector
+
+SMALL = {"hidden_layer_sizes": (32, 32), "max_iter": 300, "batch_size": 128}
+
+
+def _gaussian(n, seed):
+    return np.random.RandomState(seed).normal(size=(n, 2)) * [1.0, 0.5]
+
+
+def test_detector_exposes_every_density_parameter_and_documents_it():
+    density = set(FlowMatchingDensity().get_params())
+    detector = FlowMatchingOutlierDetector().get_params()
+    assert set(detector) == density | {"contamination"}
+    # Same defaults, and every parameter appears in the assembled docstring.
+    defaults = FlowMatchingDensity().get_params()
+    assert all(detector[name] == value for name, value in defaults.items())
+    doc = FlowMatchingOutlierDetector.__doc__
+    for name in detector:
+        assert f"\n    {name} : " in doc, name
+    assert "offset_ : float" in doc and "vector_field_ : torch.nn.Module" in doc
+
+
+def test_float_contamination_flags_that_share_of_the_training_data():
+    X = _gaussian(400, 0)
+    detector = FlowMatchingOutlierDetector(**SMALL, contamination=0.1, random_state=0)
+    labels = detector.fit_predict(X)
+    # offset_ is the 10% quantile of the training scores: 40 of 400 below it.
+    assert np.sum(labels == -1) == pytest.approx(40, abs=1)
+    assert_array_equal(labels, detector.predict(X))
+
+
+def test_auto_threshold_is_the_models_one_percent_density_level():
+    # The model's own 1% tail: about 1% of fresh normal points fall below it.
+    # Binomial spread at n = 4000 is 0.16%; the tolerance allows for the
+    # model being only close to the true density.
+    X = _gaussian(2000, 0)
+    detector = FlowMatchingOutlierDetector(**SMALL, random_state=0).fit(X)
+    flagged = np.mean(detector.predict(_gaussian(4000, 1)) == -1)
+    assert 0.002 < flagged < 0.03
+    # Points far from the data are outliers.
+    assert_array_equal(detector.predict([[8.0, 0.0], [0.0, -6.0]]), [-1, -1])
+
+
+def test_decision_function_is_score_minus_offset():
+    X = _gaussian(300, 0)
+    detector = FlowMatchingOutlierDetector(**SMALL, contamination=0.05, random_state=0)
+    detector.fit(X)
+    scores = detector.score_samples(X)
+    assert_allclose(detector.decision_function(X), scores - detector.offset_)
+    assert_array_equal(detector.predict(X), np.where(scores >= detector.offset_, 1, -1))
+
+
+@pytest.mark.parametrize("contamination", [0.0, 0.6, "high"])
+def test_invalid_contamination_raises(contamination):
+    with pytest.raises(InvalidParameterError, match="contamination"):
+        FlowMatchingOutlierDetector(contamination=contamination).fit(_gaussian(50, 0))
+
+
+def test_grid_search_over_sigma_by_likelihood():
+    search = GridSearchCV(
+        FlowMatchingOutlierDetector(
+            hidden_layer_sizes=(16,), max_iter=30, batch_size=32, random_state=0
+        ),
+        {"sigma": [0.01, 0.1]},
+        cv=2,
+    ).fit(_gaussian(100, 0))
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+
+
+def test_init_signature_matches_the_density_estimator():
+    density = inspect.signature(FlowMatchingDensity.__init__).parameters
+    detector = inspect.signature(FlowMatchingOutlierDetector.__init__).parameters
+    for name, parameter in density.items():
+        assert detector[name].default == parameter.default
