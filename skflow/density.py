@@ -69,8 +69,11 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
     A neural vector field v(t, z) is trained by flow matching (Lipman et al.,
     2023; Tong et al., 2024) to carry Gaussian noise at t = 0 to the
     standardized data at t = 1. Its log density is exact up to the ODE
-    solver's tolerance: the instantaneous change of variables is integrated
-    with torchdiffeq from the data back to the noise. Samples are drawn by
+    solver's tolerance, by the instantaneous change of variables: torchdiffeq
+    solves each point's trajectory from the data back to the noise, and the
+    exact divergence of the field, computed in closed form, is integrated
+    along it by adaptive Gauss-Kronrod quadrature (with a fixed-step solver,
+    the augmented ODE is integrated instead). Samples are drawn by
     integrating noise forwards.
 
     The data are standardized internally, ``z = (X - mean_) / scale_``, and
@@ -228,10 +231,10 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
     :class:`~sklearn.mixture.GaussianMixture` does (KernelDensity returns
     the sum), so that ``GridSearchCV`` needs no ``scoring=``.
 
-    Adaptive solvers share one step size across the rows they integrate
-    together, so a row's log density can change within the solver's
-    tolerance with the other rows of the call; fixed-step solvers score
-    each row independently of the others.
+    Adaptive solvers (and the quadrature) share their steps (and panels)
+    across the rows they integrate together, so a row's log density can
+    change within the solver's tolerance with the other rows of the call;
+    fixed-step solvers score each row independently of the others.
 
     References
     ----------
