@@ -126,8 +126,8 @@ def integrate(
     *,
     solver: str = "dopri5",
     n_steps: int | None = None,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
+    rtol: float = 1e-6,
+    atol: float = 1e-6,
 ) -> tuple[torch.Tensor, SolveStats]:
     """Push ``x0`` from t = 0 to t = 1 along ``field`` (no divergence).
 
@@ -233,6 +233,12 @@ def log_likelihood(
         )
     if method == "auto":
         method = "quadrature" if solver in ADAPTIVE_SOLVERS else "augmented"
+    if method == "quadrature" and solver not in ADAPTIVE_SOLVERS:
+        # Fixed-step solvers interpolate linearly between their steps: far
+        # too coarse for the quadrature nodes.
+        raise ValueError(
+            f"method='quadrature' needs an adaptive solver, not {solver!r}."
+        )
     if method == "quadrature":
         return _log_likelihood_by_quadrature(
             field, x1, log_base_density, solver, n_steps, rtol, atol, probes

@@ -56,25 +56,14 @@ class FlowMatchingOutlierDetector(OutlierMixin, FlowMatchingDensity):
         random_state=None,
         verbose=0,
     ):
-        super().__init__(
-            path=path,
-            sigma=sigma,
-            hidden_layer_sizes=hidden_layer_sizes,
-            max_iter=max_iter,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            solver=solver,
-            n_steps=n_steps,
-            rtol=rtol,
-            atol=atol,
-            divergence=divergence,
-            n_probes=n_probes,
-            inference_batch_size=inference_batch_size,
-            device=device,
-            dtype=dtype,
-            random_state=random_state,
-            verbose=verbose,
-        )
+        # Every other argument goes to FlowMatchingDensity unchanged.
+        arguments = dict(locals())
+        density_params = {
+            name: value
+            for name, value in arguments.items()
+            if name not in {"self", "contamination", "__class__"}
+        }
+        super().__init__(**density_params)
         self.contamination = contamination
 
     def fit(self, X, y=None, sample_weight=None):

@@ -168,5 +168,8 @@ def test_quadrature_and_augmented_agree_on_a_trained_field():
 def test_unknown_likelihood_method():
     field = GaussianField([0.0], [[1.0]])
     x = torch.zeros(3, 1, dtype=torch.float64)
+    base = LipmanPath(0.0).log_base_density
     with pytest.raises(ValueError, match="Unknown method"):
-        log_likelihood(field, x, LipmanPath(0.0).log_base_density, method="magic")
+        log_likelihood(field, x, base, method="magic")
+    with pytest.raises(ValueError, match="needs an adaptive solver"):
+        log_likelihood(field, x, base, solver="rk4", n_steps=4, method="quadrature")

@@ -24,8 +24,11 @@ def test_detector_exposes_every_density_parameter_and_documents_it():
     # Same defaults, and every parameter appears in the assembled docstring.
     defaults = FlowMatchingDensity().get_params()
     assert all(detector[name] == value for name, value in defaults.items())
+    # Arguments reach the density estimator's attributes.
+    detector = FlowMatchingOutlierDetector(max_iter=7, sigma=0.3, contamination=0.2)
+    assert (detector.max_iter, detector.sigma, detector.contamination) == (7, 0.3, 0.2)
     doc = FlowMatchingOutlierDetector.__doc__
-    for name in detector:
+    for name in detector.get_params():
         assert f"\n    {name} : " in doc, name
     assert "offset_ : float" in doc and "vector_field_ : torch.nn.Module" in doc
 

@@ -23,8 +23,10 @@ is_anomaly = np.r_[np.zeros(len(X_normal)), np.ones(len(X_anomalies))]
 detector = FlowMatchingOutlierDetector(max_iter=1500, random_state=0).fit(X_train)
 labels = detector.predict(X_test)
 print(f"offset_ (log density threshold): {detector.offset_:.2f}")
-print(f"flagged: {np.mean(labels[is_anomaly == 0] == -1):.1%} of normal points, "
-      f"{np.mean(labels[is_anomaly == 1] == -1):.1%} of anomalies")
+print(
+    f"flagged: {np.mean(labels[is_anomaly == 0] == -1):.1%} of normal points, "
+    f"{np.mean(labels[is_anomaly == 1] == -1):.1%} of anomalies"
+)
 
 forest = IsolationForest(random_state=0).fit(X_train)
 curves = {}
