@@ -128,8 +128,9 @@ def integrate_panels(
             )
             # RMS over the rows, like torchdiffeq's error norm.
             error = (kronrod - gauss).square().mean().sqrt()
-            if error <= tolerance(kronrod) * (b - a) or depth == max_depth:
-                converged &= bool(error <= tolerance(kronrod) * (b - a))
+            within = bool(error <= tolerance(kronrod) * (b - a))
+            if within or depth == max_depth:
+                converged &= within
                 total = kronrod if total is None else total + kronrod
             else:
                 middle = 0.5 * (a + b)

@@ -46,8 +46,8 @@ __all__ = ["FlowMatchingDensity"]
 # tensor (rows x directions x width). On a CPU, 2^20 (4 MiB in float32) keeps
 # a chunk's tensors in cache: measured 1.3x faster per row than 2^23. GPUs
 # want large launches.
-_AUTO_CHUNK_ELEMENTS = {"cpu": 2**20}
-_AUTO_CHUNK_ELEMENTS_ACCELERATOR = 2**25
+_CPU_CHUNK_ELEMENTS = 2**20
+_ACCELERATOR_CHUNK_ELEMENTS = 2**25
 
 
 def _standardize(
@@ -412,9 +412,10 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         dtype = self._field_dtype()
         hutchinson = self.divergence == "hutchinson"
         n_directions = self.n_probes if hutchinson else self.n_features_in_
-        # Probes are drawn on the CPU, chunk after chunk from one seeded
-        # stream: each row gets the same probes whatever the chunking.
-        probe_generator = make_generator(self._probe_seed, torch.device("cpu"))
+        if hutchinson:
+            # Probes are drawn on the CPU, chunk after chunk from one seeded
+            # stream: each row gets the same probes whatever the chunking.
+            probe_generator = make_generator(self._probe_seed, torch.device("cpu"))
         log_density = np.empty(X.shape[0])
         evaluations = []
         for rows in self._chunks(X.shape[0], n_directions):
@@ -510,11 +511,12 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         """Slices of at most `inference_batch_size` rows covering n_rows."""
         size = self.inference_batch_size
         if size == "auto":
-            # Bound the largest tensor of a solve, (rows, directions, width),
-            # to _AUTO_CHUNK_ELEMENTS numbers.
+            # Bound the largest tensor of a solve, (rows, directions, width).
             width = max(self.vector_field_.hidden_layer_sizes)
-            budget = _AUTO_CHUNK_ELEMENTS.get(
-                self.device_.type, _AUTO_CHUNK_ELEMENTS_ACCELERATOR
+            budget = (
+                _CPU_CHUNK_ELEMENTS
+                if self.device_.type == "cpu"
+                else _ACCELERATOR_CHUNK_ELEMENTS
             )
             size = max(64, budget // (width * max(1, n_directions)))
         for start in range(0, n_rows, size):
