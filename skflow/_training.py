@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 
 import torch
 from torch import nn
@@ -20,6 +21,9 @@ __all__ = ["train_vector_field"]
 
 EMA_DECAY = 0.999
 WARMUP_FRACTION = 0.05
+# The losses are checked for NaN/inf every this many steps: one host sync
+# per check instead of one per step.
+FINITE_CHECK_EVERY = 50
 
 
 def _learning_rate_factor(max_iter: int):
@@ -91,7 +95,15 @@ def train_vector_field(
     ema_field : nn.Module
         The exponential moving average of the weights, in eval mode.
     loss_curve : list of float
-        The flow-matching loss of each step.
+        The flow-matching loss of each step taken: shorter than ``max_iter``
+        if training was interrupted (``KeyboardInterrupt``) after the first
+        step, which stops the loop with a warning and keeps the average so
+        far. An interrupt before any step completes propagates.
+
+    Raises
+    ------
+    FloatingPointError
+        If the loss or the averaged weights become NaN or infinite.
     """
     device, dtype = data.device, data.dtype
     n_samples, n_features = data.shape
@@ -117,28 +129,70 @@ def train_vector_field(
         return torch.randn(*shape, generator=generator, device=device).to(dtype)
 
     field.train()
-    for step in range(max_iter):
-        rows = torch.searchsorted(
-            cumulative_weight, uniform(batch_size) * total_weight, right=True
-        ).clamp_(max=n_samples - 1)
-        x1 = data[rows]
-        x0 = path.couple(normal(batch_size, n_features), x1)
-        t = uniform(batch_size, 1)
-        x_t, u_t = path.interpolate(x0, x1, t, normal(batch_size, n_features))
-        loss = (field(t, x_t) - u_t).square().mean()
+    n_steps_done = 0
+    try:
+        for step in range(max_iter):
+            rows = torch.searchsorted(
+                cumulative_weight, uniform(batch_size) * total_weight, right=True
+            ).clamp_(max=n_samples - 1)
+            x1 = data[rows]
+            x0 = path.couple(normal(batch_size, n_features), x1)
+            t = uniform(batch_size, 1)
+            x_t, u_t = path.interpolate(x0, x1, t, normal(batch_size, n_features))
+            loss = (field(t, x_t) - u_t).square().mean()
 
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        ema.update(field, step)
-        losses[step] = loss.detach()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            ema.update(field, step)
+            losses[step] = loss.detach()
+            n_steps_done = step + 1
 
-        if verbose > 0 and ((step + 1) % report_every == 0 or step + 1 == max_iter):
-            elapsed = time.perf_counter() - start
-            print(
-                f"[FlowMatchingDensity] step {step + 1}/{max_iter}, "
-                f"loss {loss.item():.4f}, {elapsed:.1f} s",
-                flush=True,
-            )
+            if n_steps_done % FINITE_CHECK_EVERY == 0:
+                _check_finite_losses(losses[:n_steps_done], learning_rate)
+            if verbose > 0 and (
+                n_steps_done % report_every == 0 or n_steps_done == max_iter
+            ):
+                elapsed = time.perf_counter() - start
+                print(
+                    f"[FlowMatchingDensity] step {n_steps_done}/{max_iter}, "
+                    f"loss {loss.item():.4f}, {elapsed:.1f} s",
+                    flush=True,
+                )
+    except KeyboardInterrupt:
+        if n_steps_done == 0:
+            raise
+        warnings.warn(
+            f"Training was interrupted after {n_steps_done} of {max_iter} "
+            "steps; the model keeps the moving average of the weights so far.",
+            UserWarning,
+            stacklevel=3,
+        )
+    losses = losses[:n_steps_done]
+    _check_finite_losses(losses, learning_rate)
+    if not all(torch.isfinite(p).all() for p in ema.module.parameters()):
+        raise FloatingPointError(
+            _diverged_message("the averaged weights", learning_rate)
+        )
     return ema.module.eval(), losses.tolist()
+
+
+def _check_finite_losses(losses: torch.Tensor, learning_rate: float) -> None:
+    finite = torch.isfinite(losses)
+    if not finite.all():
+        step = int(torch.nonzero(~finite)[0]) + 1
+        value = float(losses[step - 1])
+        raise FloatingPointError(
+            _diverged_message(f"the loss ({value}) at step {step}", learning_rate)
+        )
+
+
+def _diverged_message(what: str, learning_rate: float) -> str:
+    return (
+        f"Training diverged: {what} is not finite, so no model was stored "
+        "(a model fitted before keeps its weights). Try a lower "
+        f"learning_rate (now {learning_rate:g}), dtype='float64', or look "
+        "for extreme values in X: every column is standardized, but a few "
+        "huge values still squeeze the others together."
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from numbers import Integral, Real
@@ -32,7 +33,9 @@ from ._training import train_vector_field
 from .nets import VectorField
 from .ode import (
     DIVERGENCES,
+    MAX_EVALUATIONS,
     SOLVERS,
+    SolveFailedError,
     SolveStats,
     check_solver,
     integrate,
@@ -52,15 +55,68 @@ _ACCELERATOR_CHUNK_ELEMENTS = 2**25
 
 def _standardize(
     X: np.ndarray, sample_weight: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted column means and standard deviations; 1 for constant columns."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted column means and standard deviations; 1 for constant columns.
+
+    Returns the means, the scales and the mask of constant columns.
+    """
     mean = np.average(X, axis=0, weights=sample_weight)
     variance = np.average((X - mean) ** 2, axis=0, weights=sample_weight)
     scale = np.sqrt(variance)
     # As StandardScaler: a column constant up to round-off is left unscaled.
-    constant = scale < 10 * np.finfo(scale.dtype).eps * np.abs(mean)
-    scale[constant | (scale == 0)] = 1.0
-    return mean, scale
+    constant = (scale < 10 * np.finfo(scale.dtype).eps * np.abs(mean)) | (scale == 0)
+    scale[constant] = 1.0
+    return mean, scale, constant
+
+
+# A row on which the adaptive solver gives up is scored by this many rk4
+# steps: bounded time, and a number where there would be none.
+_FALLBACK_STEPS = 64
+
+
+def _solve_isolating_failures(solve, *, n_rows: int, solver: dict, start: int = 0):
+    """Yield ``(rows, result, fell_back)`` from ``solve(rows, **solver)`` over n_rows.
+
+    Adaptive solvers share their steps across rows, so one row whose solve
+    fails (a state that overflows, a stiff trajectory) fails its whole
+    chunk. A failed chunk is split in halves, down to the single rows that
+    fail on their own, and only those are solved again by a fixed-step rk4:
+    the other rows keep their adaptive, accurate solve.
+    """
+    rows = slice(start, start + n_rows)
+    try:
+        result = solve(rows, **solver)
+    except SolveFailedError:
+        result = None
+    if result is not None:
+        yield rows, *result, False
+    elif n_rows == 1:
+        fallback = {**solver, "solver": "rk4", "n_steps": _FALLBACK_STEPS}
+        yield rows, *solve(rows, **fallback), True
+    else:
+        half = n_rows // 2
+        yield from _solve_isolating_failures(
+            solve, n_rows=half, solver=solver, start=start
+        )
+        yield from _solve_isolating_failures(
+            solve, n_rows=n_rows - half, solver=solver, start=start + half
+        )
+
+
+@contextlib.contextmanager
+def _restored_on_failure(estimator):
+    """Undo every attribute change of a fit that raises, interrupts included.
+
+    A refit that fails must leave a previously fitted model as it was, not
+    half-replaced (``validate_data`` already resets ``n_features_in_``).
+    """
+    state = dict(vars(estimator))
+    try:
+        yield
+    except BaseException:
+        vars(estimator).clear()
+        vars(estimator).update(state)
+        raise
 
 
 class FlowMatchingDensity(DensityMixin, BaseEstimator):
@@ -344,7 +400,24 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         -------
         self : object
             The fitted estimator.
+
+        Raises
+        ------
+        FloatingPointError
+            If training diverges (the loss becomes NaN or infinite). No
+            model is stored then, and a previously fitted one is kept.
+
+        Notes
+        -----
+        Interrupting the fit (``KeyboardInterrupt``, Ctrl-C) after the first
+        training step stops it with a warning and keeps the moving average
+        of the weights so far: ``n_iter_`` says how many steps were taken.
+        Any error leaves the estimator as it was before the call.
         """
+        with _restored_on_failure(self):
+            return self._fit(X, sample_weight)
+
+    def _fit(self, X, sample_weight):
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
@@ -356,7 +429,24 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         check_solver(self.solver, self.n_steps)
 
         X = X.astype(np.float64, copy=False)
-        mean, scale = _standardize(X, sample_weight)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, scale, constant = _standardize(X, sample_weight)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
+            raise ValueError(
+                "X has values too large to standardize: a column's mean or "
+                "variance overflows float64. Rescale X (e.g. divide it by "
+                "its largest absolute value)."
+            )
+        if constant.any():
+            warnings.warn(
+                f"Feature(s) {np.flatnonzero(constant).tolist()} are constant "
+                "in X: the model puts a spike of width about sigma "
+                f"({self.sigma:g}, in their units) there, so log densities "
+                "are large and depend on sigma. Drop constant features that "
+                "carry no information.",
+                UserWarning,
+                stacklevel=4,  # _fit, fit, sklearn's _fit_context, caller
+            )
         data = to_tensor((X - mean) / scale, device, dtype)
         weights = to_tensor(sample_weight, device, dtype)
 
@@ -387,7 +477,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         self.path_ = path
         self.vector_field_ = field
         self.device_ = device
-        self.n_iter_ = self.max_iter
+        self.n_iter_ = len(loss_curve)
         self.loss_curve_ = loss_curve
         self._probe_seed = probe_seed
         return self
@@ -408,6 +498,10 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        return self._log_density(X)
+
+    def _log_density(self, X: np.ndarray) -> np.ndarray:
+        """score_samples on an already validated X."""
         check_solver(self.solver, self.n_steps)
         dtype = self._field_dtype()
         hutchinson = self.divergence == "hutchinson"
@@ -418,6 +512,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
             probe_generator = make_generator(self._probe_seed, torch.device("cpu"))
         log_density = np.empty(X.shape[0])
         evaluations = []
+        n_fallbacks = 0
         for rows in self._chunks(X.shape[0], n_directions):
             z = to_tensor((X[rows] - self.mean_) / self.scale_, self.device_, dtype)
             probes = None
@@ -425,19 +520,33 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
                 shape = (z.shape[0], self.n_probes, z.shape[1])
                 signs = torch.randint(0, 2, shape, generator=probe_generator)
                 probes = (2 * signs - 1).to(self.device_, dtype)
-            chunk_log_density, stats = log_likelihood(
-                self.vector_field_,
-                z,
-                self.path_.log_base_density,
-                solver=self.solver,
-                n_steps=self.n_steps,
-                rtol=self.rtol,
-                atol=self.atol,
-                probes=probes,
+            log_density[rows], chunk_stats, chunk_fallbacks = self._score_chunk(
+                z, probes
             )
-            log_density[rows] = to_numpy(chunk_log_density)
-            evaluations.append(stats)
+            evaluations += chunk_stats
+            n_fallbacks += chunk_fallbacks
         self._record_solver_stats(evaluations)
+        if n_fallbacks:
+            warnings.warn(
+                f"The {self.solver} solver gave up on {n_fallbacks} row(s) "
+                f"after {MAX_EVALUATIONS} field evaluations or a step-size "
+                f"underflow; they were scored with {_FALLBACK_STEPS} fixed rk4 "
+                "steps instead and may be inaccurate (the other rows were not "
+                "affected).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        not_finite = ~np.isfinite(log_density)
+        if not_finite.any():
+            warnings.warn(
+                f"{not_finite.sum()} row(s) have a log density beyond the range "
+                f"of {self._field_dtype()}: their trajectories overflowed, so "
+                "they are reported as -inf (density 0). dtype='float64' "
+                "reaches further.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            log_density[not_finite] = -np.inf
         return log_density - np.sum(np.log(self.scale_))
 
     def score(self, X, y=None):
@@ -497,15 +606,46 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
             z, stats = integrate(
                 self.vector_field_,
                 noise[rows].to(self.device_, dtype),
-                solver=self.solver,
-                n_steps=self.n_steps,
-                rtol=self.rtol,
-                atol=self.atol,
+                **self._solver_options(),
             )
             samples[rows] = to_numpy(z)
             evaluations.append(stats)
         self._record_solver_stats(evaluations)
         return samples * self.scale_ + self.mean_
+
+    def _score_chunk(self, z: torch.Tensor, probes: torch.Tensor | None):
+        """Log densities of the standardized rows ``z``, isolating failed solves.
+
+        Returns the log densities (float64 numpy), the stats of each solve,
+        and the number of rows that fell back to fixed steps.
+        """
+
+        def solve(part, **solver):
+            return log_likelihood(
+                self.vector_field_,
+                z[part],
+                self.path_.log_base_density,
+                probes=None if probes is None else probes[part],
+                **solver,
+            )
+
+        log_density = np.empty(z.shape[0])
+        stats, n_fallbacks = [], 0
+        for part, part_log_density, part_stats, fell_back in _solve_isolating_failures(
+            solve, n_rows=z.shape[0], solver=self._solver_options()
+        ):
+            log_density[part] = to_numpy(part_log_density)
+            stats.append(part_stats)
+            n_fallbacks += fell_back
+        return log_density, stats, n_fallbacks
+
+    def _solver_options(self) -> dict:
+        return {
+            "solver": self.solver,
+            "n_steps": self.n_steps,
+            "rtol": self.rtol,
+            "atol": self.atol,
+        }
 
     def _chunks(self, n_rows: int, n_directions: int):
         """Slices of at most `inference_batch_size` rows covering n_rows."""

@@ -11,7 +11,7 @@ from sklearn.base import OutlierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .density import FlowMatchingDensity
+from .density import FlowMatchingDensity, _restored_on_failure
 
 __all__ = ["FlowMatchingOutlierDetector"]
 
@@ -88,16 +88,20 @@ class FlowMatchingOutlierDetector(OutlierMixin, FlowMatchingDensity):
         self : object
             The fitted detector.
         """
-        super().fit(X, y, sample_weight=sample_weight)
+        with _restored_on_failure(self):
+            super().fit(X, y, sample_weight=sample_weight)
+            self.offset_ = self._offset(X)
+        return self
+
+    def _offset(self, X) -> float:
         if self.contamination == "auto":
             # A property of the model, not of the training sample: the
             # density level whose super-level set holds 1 - AUTO_TAIL of the
             # model's mass, estimated from the model's own samples.
             samples = self.sample(AUTO_SAMPLES, random_state=self._probe_seed)
-            self.offset_ = float(np.quantile(self.score_samples(samples), AUTO_TAIL))
-        else:
-            self.offset_ = float(np.quantile(self.score_samples(X), self.contamination))
-        return self
+            # Scored unvalidated: they have no feature names, X might.
+            return float(np.quantile(self._log_density(samples), AUTO_TAIL))
+        return float(np.quantile(self.score_samples(X), self.contamination))
 
     def decision_function(self, X):
         """Log density minus ``offset_``: negative for outliers.

@@ -6,6 +6,7 @@ from torch.testing import assert_close
 
 from skflow.ode import (
     FIXED_STEP_SOLVERS,
+    SolveFailedError,
     exact_divergence,
     hutchinson_divergence,
     integrate,
@@ -173,3 +174,47 @@ def test_unknown_likelihood_method():
         log_likelihood(field, x, base, method="magic")
     with pytest.raises(ValueError, match="needs an adaptive solver"):
         log_likelihood(field, x, base, solver="rk4", n_steps=4, method="quadrature")
+
+
+class ExplodingField(torch.nn.Module):
+    """dx/dt = x^2 blows up in finite time: no adaptive solve can finish."""
+
+    def forward(self, t, x):
+        return x**2
+
+
+@pytest.mark.parametrize("method", ["quadrature", "augmented"])
+def test_adaptive_solves_give_up_after_their_budget(method):
+    x = torch.full((3, 2), 2.0, dtype=torch.float64)
+    with pytest.raises(SolveFailedError, match="gave up after 50 evaluations"):
+        log_likelihood(
+            ExplodingField(),
+            x,
+            LipmanPath(0.0).log_base_density,
+            method=method,
+            max_evaluations=50,
+        )
+    with pytest.raises(SolveFailedError, match="gave up after 50 evaluations"):
+        integrate(ExplodingField(), x, max_evaluations=50)
+
+
+def test_a_state_that_overflows_fails_instead_of_hanging():
+    # Backwards from t = 1, x(t) = 1 / (1 + 1 / x1 - t) reaches infinity at
+    # t = 0.5 for x1 = -2: the step size underflows there.
+    x = torch.full((3, 2), -2.0, dtype=torch.float64)
+    with pytest.raises(SolveFailedError):
+        log_likelihood(ExplodingField(), x, LipmanPath(0.0).log_base_density)
+
+
+def test_fixed_step_solvers_have_no_budget():
+    x = torch.full((3, 2), 0.1, dtype=torch.float64)
+    log_density, stats = log_likelihood(
+        ExplodingField(),
+        x,
+        LipmanPath(0.0).log_base_density,
+        solver="euler",
+        n_steps=100,
+        max_evaluations=50,
+    )
+    assert stats.n_evaluations == 100
+    assert torch.isfinite(log_density).all()
