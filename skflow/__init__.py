@@ -1,8 +1,14 @@
 """skflow: flow-matching density estimation for scikit-learn."""
 
+from ._version import __version__
 from .density import FlowMatchingDensity
 from .outlier import FlowMatchingOutlierDetector
+from .persistence import load, save
 
-__version__ = "0.1.0"
-
-__all__ = ["FlowMatchingDensity", "FlowMatchingOutlierDetector", "__version__"]
+__all__ = [
+    "FlowMatchingDensity",
+    "FlowMatchingOutlierDetector",
+    "load",
+    "save",
+    "__version__",
+]
