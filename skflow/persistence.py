@@ -131,11 +131,12 @@ def load(file: PathLike) -> FlowMatchingDensity:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             contents = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # Also what a crafted file gets: its code is refused, never run.
         raise ValueError(
-            f"Refused to load {_name(file)}: it holds Python objects other "
-            "than tensors and plain data, which could run code when loaded. "
-            "skflow.save never writes such files; if you trust its source, "
-            f"it may be a joblib/pickle file ({exc.__class__.__name__})."
+            f"Refused to load {_name(file)}: it is not a skflow model file. It "
+            "holds more than tensors and plain data, or is not a pickle at "
+            "all; a pickle or joblib file can run code when loaded, so load "
+            "those with joblib only when you trust their source."
         ) from exc
     except OSError:
         raise  # missing file, permissions: the system's own message is clear

@@ -1,0 +1,184 @@
+"""The command line: fit / score / sample agree with the Python API, and
+every user error prints one line, no traceback, and a non-zero status."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+import skflow
+from skflow import FlowMatchingDensity
+from skflow.cli import main, parameter_docs
+
+FAST = ["--hidden-layer-sizes", "16,16", "--max-iter", "30", "--random-state", "0"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    X = np.random.RandomState(0).normal(size=(60, 2))
+    np.save(folder / "X.npy", X)
+    np.savetxt(folder / "X.csv", X, delimiter=",", fmt="%.17g")
+    np.savetxt(
+        folder / "header.csv", X, delimiter=",", fmt="%.17g", header="a,b", comments=""
+    )
+    return X, folder
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    _, folder = data
+    status = main(
+        ["fit", str(folder / "X.csv"), "-o", str(folder / "model.skflow"), *FAST]
+    )
+    assert status == 0
+    return folder / "model.skflow"
+
+
+def test_fit_matches_the_python_api(data, model):
+    X, _ = data
+    loaded = skflow.load(model)
+    expected = FlowMatchingDensity(
+        hidden_layer_sizes=(16, 16), max_iter=30, random_state=0
+    ).fit(X)
+    assert loaded.get_params() == expected.get_params()
+    assert_array_equal(loaded.score_samples(X), expected.score_samples(X))
+
+
+@pytest.mark.parametrize("source", ["X.csv", "header.csv", "X.npy"])
+@pytest.mark.parametrize("target", ["scores.csv", "scores.npy"])
+def test_score_reads_csv_or_npy_and_writes_either(data, model, source, target):
+    X, folder = data
+    assert (
+        main(["score", str(model), str(folder / source), "-o", str(folder / target)])
+        == 0
+    )
+    written = (
+        np.load(folder / target)
+        if target.endswith(".npy")
+        else np.loadtxt(folder / target, delimiter=",")
+    )
+    # CSV cells carry 17 significant digits: the float64 round trip is exact.
+    assert_array_equal(written, skflow.load(model).score_samples(X))
+
+
+def test_score_and_sample_write_to_standard_output(data, model, capsys):
+    X, folder = data
+    capsys.readouterr()
+    assert main(["score", str(model), str(folder / "X.npy")]) == 0
+    printed = np.loadtxt(capsys.readouterr().out.splitlines())
+    assert_array_equal(printed, skflow.load(model).score_samples(X))
+    assert main(["sample", str(model), "-n", "5", "--random-state", "3"]) == 0
+    printed = np.loadtxt(capsys.readouterr().out.splitlines(), delimiter=",")
+    assert_array_equal(printed, skflow.load(model).sample(5, random_state=3))
+
+
+def test_every_estimator_parameter_is_an_option_with_its_docstring():
+    docs = parameter_docs(FlowMatchingDensity.__doc__)
+    assert set(docs) == set(FlowMatchingDensity().get_params())
+    assert docs["sigma"].startswith("(float, default=0.01) The path's noise level")
+    completed = subprocess.run(
+        [sys.executable, "-m", "skflow", "fit", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for name in docs:
+        assert "--" + name.replace("_", "-") in completed.stdout
+    assert "The path's noise level" in completed.stdout
+
+
+def _bad(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    return str(tmp_path / name)
+
+
+BAD_COMMANDS = {
+    "missing-data": (
+        lambda d, m: ["fit", str(d / "nope.csv"), "-o", "m"],
+        1,
+        "no such file",
+    ),
+    "non-numeric": (
+        lambda d, m: ["fit", _bad(d, "bad.csv", "1,2\n3,abc\n"), "-o", "m"],
+        1,
+        "could not convert string 'abc'",
+    ),
+    "ragged": (
+        lambda d, m: ["fit", _bad(d, "ragged.csv", "1,2\n3,4,5\n"), "-o", "m"],
+        1,
+        "number of columns changed",
+    ),
+    "empty": (lambda d, m: ["fit", _bad(d, "empty.csv", ""), "-o", "m"], 1, "0 sample"),
+    "nan": (
+        lambda d, m: ["fit", _bad(d, "nan.csv", "1,2\n3,nan\n4,5\n"), "-o", "m"],
+        1,
+        "Input X contains NaN",
+    ),
+    "one-row": (
+        lambda d, m: ["fit", _bad(d, "one.csv", "1,2\n"), "-o", "m"],
+        1,
+        "1 sample",
+    ),
+    "bad-parameter": (
+        lambda d, m: ["fit", str(d / "X.csv"), "-o", "m", "--sigma", "-1"],
+        1,
+        "'sigma' parameter of FlowMatchingDensity",
+    ),
+    "unknown-option": (
+        lambda d, m: ["fit", str(d / "X.csv"), "-o", "m", "--colour", "red"],
+        2,
+        "unrecognized arguments: --colour red",
+    ),
+    "no-output": (lambda d, m: ["fit", str(d / "X.csv")], 2, "required: -o/--output"),
+    "wrong-columns": (
+        lambda d, m: ["score", str(m), _bad(d, "three.csv", "1,2,3\n4,5,6\n")],
+        1,
+        "X has 3 features, but FlowMatchingDensity is expecting 2",
+    ),
+    "not-a-model": (
+        lambda d, m: ["score", str(d / "X.csv"), str(d / "X.csv")],
+        1,
+        "it is not a skflow model file",
+    ),
+    "missing-model": (
+        lambda d, m: ["sample", str(d / "nope.skflow"), "-n", "3"],
+        1,
+        "No such file",
+    ),
+    "zero-samples": (lambda d, m: ["sample", str(m), "-n", "0"], 1, "n_samples == 0"),
+    "non-integer-samples": (
+        lambda d, m: ["sample", str(m), "-n", "abc"],
+        2,
+        "invalid int value: 'abc'",
+    ),
+    "unknown-command": (lambda d, m: ["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_COMMANDS)
+def test_user_errors_print_one_line_and_exit_non_zero(data, model, name, capsys):
+    # In-process, so an uncaught exception (a traceback) fails the test.
+    _, folder = data
+    make_args, status, message = BAD_COMMANDS[name]
+    capsys.readouterr()
+    try:
+        returned = main(make_args(folder, model))
+    except SystemExit as exit:  # argparse's own errors
+        returned = exit.code
+    stderr = capsys.readouterr().err
+    assert returned == status
+    assert message in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_demo_prints_the_comparison_and_draws_the_figure(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    figure = tmp_path / "demo.png"
+    assert main(["demo", "-o", str(figure), "--max-iter", "20"]) == 0
+    out = capsys.readouterr().out
+    for name in ("FlowMatchingDensity", "KernelDensity", "GaussianMixture"):
+        assert name in out
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
