@@ -19,6 +19,8 @@ __all__ = [
     "make_generator",
     "to_tensor",
     "to_numpy",
+    "standardized_tensor",
+    "training_data_device",
 ]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -105,6 +107,43 @@ def to_tensor(X: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """Return a float64 numpy array on the host."""
     return tensor.detach().to("cpu", torch.float64).numpy()
+
+
+def standardized_tensor(
+    X: np.ndarray,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    device: torch.device,
+    dtype: torch.dtype,
+    block_rows: int = 2**16,
+) -> torch.Tensor:
+    """``(X - mean) / scale`` as a tensor, computed block by block.
+
+    Never holds a standardized float64 copy of the whole of X: the extra
+    memory is the tensor itself plus one block.
+    """
+    data = torch.empty(X.shape, dtype=dtype, device=device)
+    for start in range(0, X.shape[0], block_rows):
+        rows = slice(start, start + block_rows)
+        data[rows] = torch.from_numpy((X[rows] - mean) / scale).to(device, dtype)
+    return data
+
+
+def training_data_device(n_bytes: int, device: torch.device) -> torch.device:
+    """Where the training data live: on ``device`` if they fit, else the CPU.
+
+    On an accelerator the data stay in CPU memory, and each minibatch is
+    copied over, when they would take more than a quarter of its free memory
+    (1 GiB where free memory cannot be queried).
+    """
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = free // 4
+    else:
+        budget = 2**30
+    return device if n_bytes <= budget else torch.device("cpu")
 
 
 def device_available(device: torch.device) -> bool:

@@ -79,10 +79,11 @@ def train_vector_field(
     path : ProbabilityPath
         Gives x_t and u_t for pairs (noise, data).
     data : tensor of shape (n, d)
-        Standardized training data.
+        Standardized training data, on the field's device or on the CPU.
     sample_weight : tensor of shape (n,)
-        Non-negative weights; rows are drawn with probability proportional
-        to them (with replacement), so integer weights act like repeats.
+        Non-negative weights, on the field's device; rows are drawn with
+        probability proportional to them (with replacement), so integer
+        weights act like repeats.
     max_iter, batch_size, learning_rate
         Number of optimizer steps, rows per step, peak learning rate.
     generator : torch.Generator
@@ -105,7 +106,10 @@ def train_vector_field(
     FloatingPointError
         If the loss or the averaged weights become NaN or infinite.
     """
-    device, dtype = data.device, data.dtype
+    # The field's device; the data may stay on the CPU (too large for an
+    # accelerator), and then each minibatch is gathered there and copied.
+    device = sample_weight.device
+    dtype = data.dtype
     n_samples, n_features = data.shape
     cumulative_weight = torch.cumsum(sample_weight.to(dtype), 0)
     total_weight = cumulative_weight[-1]
@@ -135,7 +139,7 @@ def train_vector_field(
             rows = torch.searchsorted(
                 cumulative_weight, uniform(batch_size) * total_weight, right=True
             ).clamp_(max=n_samples - 1)
-            x1 = data[rows]
+            x1 = data[rows.to(data.device)].to(device, non_blocking=True)
             x0 = path.couple(normal(batch_size, n_features), x1)
             t = uniform(batch_size, 1)
             x_t, u_t = path.interpolate(x0, x1, t, normal(batch_size, n_features))

@@ -26,8 +26,10 @@ from ._device import (
     draw_seed,
     make_generator,
     resolve_device,
+    standardized_tensor,
     to_numpy,
     to_tensor,
+    training_data_device,
 )
 from ._training import train_vector_field
 from .nets import VectorField
@@ -54,14 +56,21 @@ _ACCELERATOR_CHUNK_ELEMENTS = 2**25
 
 
 def _standardize(
-    X: np.ndarray, sample_weight: np.ndarray
+    X: np.ndarray, sample_weight: np.ndarray, block_rows: int = 2**16
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted column means and standard deviations; 1 for constant columns.
 
-    Returns the means, the scales and the mask of constant columns.
+    Returns the means, the scales and the mask of constant columns. Sums
+    run over blocks of rows, so no temporary copy of X is ever made.
     """
-    mean = np.average(X, axis=0, weights=sample_weight)
-    variance = np.average((X - mean) ** 2, axis=0, weights=sample_weight)
+    blocks = [
+        slice(start, start + block_rows) for start in range(0, len(X), block_rows)
+    ]
+    total = sample_weight.sum()
+    mean = sum(sample_weight[rows] @ X[rows] for rows in blocks) / total
+    variance = (
+        sum(sample_weight[rows] @ (X[rows] - mean) ** 2 for rows in blocks) / total
+    )
     scale = np.sqrt(variance)
     # As StandardScaler: a column constant up to round-off is left unscaled.
     constant = (scale < 10 * np.finfo(scale.dtype).eps * np.abs(mean)) | (scale == 0)
@@ -447,7 +456,9 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
                 UserWarning,
                 stacklevel=4,  # _fit, fit, sklearn's _fit_context, caller
             )
-        data = to_tensor((X - mean) / scale, device, dtype)
+        n_bytes = X.size * torch.finfo(dtype).bits // 8
+        data_device = training_data_device(n_bytes, device)
+        data = standardized_tensor(X, mean, scale, data_device, dtype)
         weights = to_tensor(sample_weight, device, dtype)
 
         rng = np.random.RandomState(draw_seed(self.random_state))

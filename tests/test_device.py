@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -6,6 +7,8 @@ from skflow._device import (
     device_available,
     draw_seed,
     resolve_device,
+    standardized_tensor,
+    training_data_device,
 )
 
 
@@ -59,3 +62,19 @@ def test_draw_seed_is_reproducible():
     assert draw_seed(0) == draw_seed(0)
     assert draw_seed(0) != draw_seed(1)
     assert 0 <= draw_seed(None) < 2**31
+
+
+def test_standardized_tensor_is_built_block_by_block_without_changing_values():
+    X = np.random.RandomState(0).normal(size=(1000, 3)) * [1, 10, 100]
+    mean, scale = X.mean(0), X.std(0)
+    data = standardized_tensor(X, mean, scale, torch.device("cpu"), torch.float64, 64)
+    np.testing.assert_array_equal(data.numpy(), (X - mean) / scale)
+
+
+def test_training_data_stay_on_the_cpu_when_too_large_for_the_accelerator():
+    cpu = torch.device("cpu")
+    assert training_data_device(2**40, cpu) == cpu
+    # A backend whose free memory cannot be queried gets a 1 GiB budget.
+    other = torch.device("meta")
+    assert training_data_device(2**20, other) == other
+    assert training_data_device(2**31, other) == cpu
