@@ -29,7 +29,9 @@ def _datasets():
     moons, _ = make_moons(n_samples=2100, noise=0.05, random_state=0)
     rng = np.random.RandomState(0)
     a = rng.normal(size=(10, 10))
-    gaussian = rng.multivariate_normal(np.zeros(10), a @ a.T / 10 + 0.1 * np.eye(10), 2100)
+    gaussian = rng.multivariate_normal(
+        np.zeros(10), a @ a.T / 10 + 0.1 * np.eye(10), 2100
+    )
     return {"moons (2-D)": moons, "gaussian (10-D)": gaussian}
 
 
@@ -52,7 +54,9 @@ def main():
         directions /= np.linalg.norm(directions, axis=1, keepdims=True)
         for distance in DISTANCES:
             far = train.mean(0) + distance * train.std(0) * directions
-            scores, elapsed, stats, caught = _timed_scores(est, np.vstack([normal, far]))
+            scores, elapsed, stats, caught = _timed_scores(
+                est, np.vstack([normal, far])
+            )
             rows.append(
                 {
                     "data": name,
