@@ -14,6 +14,7 @@ import warnings
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .paths import ProbabilityPath
 
@@ -89,7 +90,8 @@ def train_vector_field(
     generator : torch.Generator
         Source of every random draw of the loop.
     verbose : int
-        Print the loss about ten times during training if positive.
+        1: a progress bar (on standard error) with the loss; 2 and more: a
+        line with the loss about ten times during training; 0: silence.
 
     Returns
     -------
@@ -121,7 +123,8 @@ def train_vector_field(
     ema = _ExponentialMovingAverage(field)
     # Losses stay on the device until the end: no host sync on every step.
     losses = torch.empty(max_iter, dtype=dtype, device=device)
-    report_every = max(1, max_iter // 10)
+    # The bar's loss is refreshed about 100 times, printed lines about 10.
+    report_every = max(1, max_iter // (100 if verbose == 1 else 10))
     start = time.perf_counter()
 
     # Draws are made in float32 whatever the dtype, so that float32 and
@@ -134,6 +137,7 @@ def train_vector_field(
 
     field.train()
     n_steps_done = 0
+    bar = tqdm(total=max_iter, desc="fit", unit="step", disable=verbose != 1)
     try:
         for step in range(max_iter):
             rows = torch.searchsorted(
@@ -155,15 +159,18 @@ def train_vector_field(
 
             if n_steps_done % FINITE_CHECK_EVERY == 0:
                 _check_finite_losses(losses[:n_steps_done], learning_rate)
-            if verbose > 0 and (
-                n_steps_done % report_every == 0 or n_steps_done == max_iter
-            ):
-                elapsed = time.perf_counter() - start
-                print(
-                    f"[FlowMatchingDensity] step {n_steps_done}/{max_iter}, "
-                    f"loss {loss.item():.4f}, {elapsed:.1f} s",
-                    flush=True,
-                )
+            bar.update()
+            if n_steps_done % report_every == 0 or n_steps_done == max_iter:
+                # The loss reaches the host only here: one sync per report.
+                if verbose == 1:
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                elif verbose > 1:
+                    elapsed = time.perf_counter() - start
+                    print(
+                        f"[skflow] step {n_steps_done}/{max_iter}, "
+                        f"loss {loss.item():.4f}, {elapsed:.1f} s",
+                        flush=True,
+                    )
     except KeyboardInterrupt:
         if n_steps_done == 0:
             raise
@@ -173,6 +180,8 @@ def train_vector_field(
             UserWarning,
             stacklevel=3,
         )
+    finally:
+        bar.close()
     losses = losses[:n_steps_done]
     _check_finite_losses(losses, learning_rate)
     if not all(torch.isfinite(p).all() for p in ema.module.parameters()):

@@ -18,6 +18,7 @@ from sklearn.utils.validation import (
     check_is_fitted,
     validate_data,
 )
+from tqdm import tqdm
 
 from ._device import (
     DTYPES,
@@ -236,22 +237,25 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         fits and scores (bitwise-identical on the CPU).
 
     verbose : int, default=0
-        Print the training loss about ten times during :meth:`fit` if
-        positive.
+        Progress reports: 1 shows a progress bar with the training loss
+        during :meth:`fit`, and one over the chunks of :meth:`score_samples`
+        and :meth:`sample` when there are several; 2 prints a line with the
+        loss about ten times during :meth:`fit` instead of its bar; 0 is
+        silent. Bars go to standard error, lines to standard output.
 
     Attributes
     ----------
     n_features_in_ : int
-        Number of features seen during :term:`fit`.
+        Number of features seen during :meth:`fit`.
 
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :term:`fit`. Defined only when `X`
+        Names of features seen during :meth:`fit`. Defined only when `X`
         has feature names that are all strings.
 
-    mean_ : ndarray of shape (n_features_in_,)
+    mean_ : ndarray of shape (``n_features_in_``,)
         (Weighted) mean of each feature, subtracted before the flow.
 
-    scale_ : ndarray of shape (n_features_in_,)
+    scale_ : ndarray of shape (``n_features_in_``,)
         (Weighted) standard deviation of each feature, 1 for constant
         features; the flow sees ``(X - mean_) / scale_``.
 
@@ -260,11 +264,11 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         weights), in eval mode, on ``device_``. It is called as
         ``vector_field_(t, z)`` with torchdiffeq's convention: ``t`` a scalar
         tensor in [0, 1] (t = 0 noise, t = 1 data), ``z`` a tensor of shape
-        (n, n_features_in_) of standardized inputs
+        ``(n, n_features_in_)`` of standardized inputs
         ``z = (X - mean_) / scale_``, in ``dtype`` on ``device_``; it returns
         dz/dt of the same shape. With ``path_.log_base_density`` this is
-        everything another solver needs: log p(x) = log p_z(z) -
-        sum(log(scale_)).
+        everything another solver needs: ``log p(x) = log p_z(z) -
+        sum(log(scale_))``.
 
     path_ : skflow.paths.ProbabilityPath
         The path the field was trained on; its ``log_base_density`` and
@@ -524,7 +528,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         log_density = np.empty(X.shape[0])
         evaluations = []
         n_fallbacks = 0
-        for rows in self._chunks(X.shape[0], n_directions):
+        for rows in self._chunks(X.shape[0], n_directions, task="score_samples"):
             z = to_tensor((X[rows] - self.mean_) / self.scale_, self.device_, dtype)
             probes = None
             if hutchinson:
@@ -595,7 +599,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features_in_)
+        X : ndarray of shape (n_samples, ``n_features_in_``)
             Generated samples (float64).
         """
         check_is_fitted(self)
@@ -613,7 +617,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         )
         samples = np.empty((n_samples, self.n_features_in_))
         evaluations = []
-        for rows in self._chunks(n_samples, n_directions=1):
+        for rows in self._chunks(n_samples, n_directions=1, task="sample"):
             z, stats = integrate(
                 self.vector_field_,
                 noise[rows].to(self.device_, dtype),
@@ -658,8 +662,12 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
             "atol": self.atol,
         }
 
-    def _chunks(self, n_rows: int, n_directions: int):
-        """Slices of at most `inference_batch_size` rows covering n_rows."""
+    def _chunks(self, n_rows: int, n_directions: int, task: str):
+        """Slices of at most `inference_batch_size` rows covering n_rows.
+
+        With ``verbose >= 1`` and more than one chunk, iterating them shows a
+        progress bar named ``task``.
+        """
         size = self.inference_batch_size
         if size == "auto":
             # Bound the largest tensor of a solve, (rows, directions, width).
@@ -670,8 +678,12 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
                 else _ACCELERATOR_CHUNK_ELEMENTS
             )
             size = max(64, budget // (width * max(1, n_directions)))
-        for start in range(0, n_rows, size):
-            yield slice(start, min(start + size, n_rows))
+        chunks = [
+            slice(start, min(start + size, n_rows)) for start in range(0, n_rows, size)
+        ]
+        return tqdm(
+            chunks, desc=task, unit="chunk", disable=self.verbose < 1 or len(chunks) < 2
+        )
 
     def _record_solver_stats(self, chunks: list[SolveStats]) -> None:
         self.solver_stats_ = {

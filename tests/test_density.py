@@ -346,13 +346,32 @@ def test_feature_names_are_recorded():
     assert est.score_samples(X).shape == (len(X),)
 
 
-def test_verbose_reports_progress(capsys):
-    FlowMatchingDensity(**TINY, random_state=0, verbose=1).fit(_blobs())
+def test_verbose_1_shows_progress_bars_on_standard_error(capsys):
+    X = _blobs()
+    est = FlowMatchingDensity(**TINY, random_state=0, verbose=1).fit(X)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "fit: 100%" in err and "100/100" in err and "loss=" in err
+    est.set_params(inference_batch_size=50).score_samples(X)
+    assert "score_samples: 100%" in capsys.readouterr().err  # 4 chunks
+    est.sample(120, random_state=0)
+    assert "sample: 100%" in capsys.readouterr().err  # 3 chunks
+    est.set_params(inference_batch_size="auto").score_samples(X)
+    assert capsys.readouterr().err == ""  # one chunk: no bar
+
+
+def test_verbose_2_prints_ten_lines(capsys):
+    FlowMatchingDensity(**TINY, random_state=0, verbose=2).fit(_blobs())
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 10
     assert "step 100/100" in lines[-1] and "loss" in lines[-1]
-    FlowMatchingDensity(**TINY, random_state=0).fit(_blobs())
-    assert capsys.readouterr().out == ""
+
+
+def test_verbose_0_is_silent(capsys):
+    est = FlowMatchingDensity(**TINY, random_state=0, inference_batch_size=50)
+    est.fit(_blobs()).score_samples(_blobs())
+    est.sample(120, random_state=0)
+    assert capsys.readouterr() == ("", "")
 
 
 def test_chunked_scoring_and_sampling_match_one_chunk():
