@@ -36,7 +36,7 @@ def run_demo(output: str, *, max_iter: int | None = None) -> None:
     """
     X, _ = make_moons(n_samples=4000, noise=0.05, random_state=0)
     X_train, X_test = X[:3000], X[3000:]
-    flow_params = {"random_state": 0}
+    flow_params = {"random_state": 0, "verbose": 1}  # a progress bar
     if max_iter is not None:
         flow_params["max_iter"] = max_iter
     fits = {
