@@ -91,6 +91,22 @@ def test_ot_pairing_is_the_optimal_permutation():
     assert (x1 - paired).square().sum().item() == pytest.approx(best)
 
 
+def test_ot_pairing_is_optimal_within_each_block(monkeypatch):
+    monkeypatch.setattr(OptimalTransportPath, "block_rows", 4)
+    x0, x1, _ = _pair(n=10, d=2)
+    paired = OptimalTransportPath(0.0).couple(x0, x1)
+    for rows in (slice(0, 4), slice(4, 8), slice(8, 10)):
+        # Each block's noise is permuted within the block, optimally.
+        assert sorted(paired[rows, 0].tolist()) == sorted(x0[rows, 0].tolist())
+        n = rows.stop - rows.start
+        best = min(
+            (x1[rows] - x0[rows][list(p)]).square().sum().item()
+            for p in itertools.permutations(range(n))
+        )
+        cost = (x1[rows] - paired[rows]).square().sum().item()
+        assert cost == pytest.approx(best)
+
+
 def test_unknown_path_and_negative_sigma():
     with pytest.raises(ValueError, match="Unknown path"):
         make_path("nope", 0.0)
