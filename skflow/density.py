@@ -279,7 +279,8 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         The device the field lives on.
 
     n_iter_ : int
-        Number of optimizer steps taken.
+        Number of optimizer steps taken: ``max_iter``, or fewer if the fit
+        was interrupted.
 
     loss_curve_ : list of float
         Flow-matching loss of each optimizer step.
@@ -289,7 +290,9 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         to diagnose slow scoring: ``n_evaluations`` (evaluations of the
         field, summed over chunks), ``n_divergence_evaluations`` (those that
         also computed the divergence, each costing about d + 1 plain ones),
-        ``max_evaluations_per_chunk`` and ``n_chunks``.
+        ``max_evaluations_per_chunk`` and ``n_chunks`` (the number of
+        solves: a chunk whose adaptive solve failed counts once per part it
+        was split into).
 
     See Also
     --------
@@ -550,7 +553,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
                 "steps instead and may be inaccurate (the other rows were not "
                 "affected).",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,  # _log_density, score_samples, caller
             )
         not_finite = ~np.isfinite(log_density)
         if not_finite.any():
@@ -560,7 +563,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
                 "they are reported as -inf (density 0). dtype='float64' "
                 "reaches further.",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
             log_density[not_finite] = -np.inf
         return log_density - np.sum(np.log(self.scale_))

@@ -65,9 +65,10 @@ LIKELIHOOD_METHODS = frozenset({"auto", "augmented", "quadrature"})
 QUADRATURE_SLACK = 1000.0
 
 # An adaptive solve that needs more field evaluations than this gives up with
-# a SolveFailedError instead of running on (trained fields need 60 to 400,
-# even 10^30 standard deviations from the data, where they are nearly
-# linear).
+# a SolveFailedError instead of running on. Trained fields need about 100 to
+# 400 for a chunk's trajectory, and far from the data, where they are nearly
+# linear, no more than this (benchmarks/far_away_points.py: no fallbacks up
+# to 10^30 standard deviations).
 MAX_EVALUATIONS = 10_000
 
 
