@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._docstrings import numpydoc_section
 from ._version import __version__
 from .density import FlowMatchingDensity
 from .ode import SolveFailedError
@@ -35,12 +36,9 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def parameter_docs(docstring: str) -> dict[str, str]:
     """Each parameter's numpydoc entry (type line and text) as one paragraph."""
-    section = re.search(
-        r"\n    Parameters\n    -+\n(.*?)\n    \w[\w ]*\n    -+\n", docstring, re.S
-    )
     docs: dict[str, list[str]] = {}
     name = None
-    for line in section.group(1).splitlines():
+    for line in numpydoc_section(docstring, "Parameters").splitlines():
         entry = re.match(r"    (\w+) : (.*)", line)
         if entry:
             name = entry.group(1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from numbers import Real
 from typing import ClassVar
 
@@ -11,6 +10,7 @@ from sklearn.base import OutlierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._docstrings import numpydoc_section
 from .density import FlowMatchingDensity, _restored_on_failure
 
 __all__ = ["FlowMatchingOutlierDetector"]
@@ -135,16 +135,6 @@ class FlowMatchingOutlierDetector(OutlierMixin, FlowMatchingDensity):
         return np.where(self.decision_function(X) >= 0, 1, -1)
 
 
-def _section(doc: str, title: str) -> str:
-    """The body of a numpydoc section of ``doc``."""
-    match = re.search(
-        rf"\n    {title}\n    -+\n(.*?)(?=\n    [A-Z][A-Za-z ]+\n    -+\n|\Z)",
-        doc,
-        flags=re.S,
-    )
-    return match.group(1).rstrip() + "\n"
-
-
 FlowMatchingOutlierDetector.__doc__ = f"""\
 Novelty detection with a flow-matching density model.
 
@@ -171,14 +161,14 @@ Novelty detection with a flow-matching density model.
           training data; ``offset_`` is that quantile of the training
           samples' log densities.
 
-{_section(FlowMatchingDensity.__doc__, "Parameters")}
+{numpydoc_section(FlowMatchingDensity.__doc__, "Parameters")}
     Attributes
     ----------
     offset_ : float
         The log-density threshold: ``decision_function = score_samples -
         offset_``.
 
-{_section(FlowMatchingDensity.__doc__, "Attributes")}
+{numpydoc_section(FlowMatchingDensity.__doc__, "Attributes")}
     See Also
     --------
     FlowMatchingDensity : The density model, with every parameter above.
