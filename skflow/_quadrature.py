@@ -88,7 +88,7 @@ def integrate_panels(
         The initial panels.
     tolerance : callable
         Maps a panel's Kronrod estimates (n,) to the allowed error per unit
-        of length, a scalar tensor.
+        of length: a tensor of shape (n,), one per integrand, or a scalar.
     prepare : callable, default=None
         Called before each round with the times the round needs and those
         the next two rounds may need, so that values can be computed in as
@@ -126,9 +126,11 @@ def integrate_panels(
             gauss = half * torch.einsum(
                 "k,kn->n", values.new_tensor(rule.gauss_weights), values
             )
-            # RMS over the rows, like torchdiffeq's error norm.
-            error = (kronrod - gauss).square().mean().sqrt()
-            within = bool(error <= tolerance(kronrod) * (b - a))
+            # Each row's error relative to its own tolerance, then the RMS
+            # over rows, as torchdiffeq's error norm: a row with a huge
+            # integral (a far-away point) does not loosen the others'.
+            ratio = (kronrod - gauss).abs() / (tolerance(kronrod) * (b - a))
+            within = bool(ratio.square().mean().sqrt() <= 1)
             if within or depth == max_depth:
                 converged &= within
                 total = kronrod if total is None else total + kronrod

@@ -348,7 +348,7 @@ def _log_likelihood_by_quadrature(field, x1, kwargs, rtol, atol, probes, budget)
         )
 
     def tolerance(integral):
-        return QUADRATURE_SLACK * (atol + rtol * integral.square().mean().sqrt())
+        return QUADRATURE_SLACK * (atol + rtol * integral.abs())
 
     integral, converged = integrate_panels(
         divergences, edges=[0.0, 0.5, 1.0], tolerance=tolerance, prepare=prepare
