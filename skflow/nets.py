@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["TimeFeatures", "VectorField"]
+__all__ = ["FourierFeatures", "TimeFeatures", "VectorField"]
 
 
 class TimeFeatures(nn.Module):
@@ -34,8 +34,63 @@ class TimeFeatures(nn.Module):
         return torch.cat([t, torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
+class FourierFeatures(nn.Module):
+    """Random Fourier features ``e(x) [sin(x B), cos(x B)]`` of the points x.
+
+    ``B`` (d x K/2) is drawn once from N(0, scale^2) and kept as a buffer
+    (it is saved with the weights). An MLP on raw coordinates learns sharp
+    structure (edges, thin arms) slowly, the spectral bias of Tancik et
+    al. (NeurIPS 2020); these features hand it oscillations of about
+    ``scale`` radians per standardized unit to start from.
+
+    The envelope e(x) = exp(-|x|^2 / (50 d)) is 1 over the (standardized)
+    data and vanishes far from it: there the field is a plain MLP of x,
+    nearly linear, so far-away points keep smooth, cheap trajectories
+    instead of crossing thousands of oscillations.
+    """
+
+    def __init__(self, n_features: int, n_outputs: int, scale: float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer(
+            "projection", scale * torch.randn(n_features, n_outputs // 2)
+        )
+        self.envelope_width = 50.0 * n_features  # 2 R^2, R = 5 sqrt(d)
+
+    @property
+    def n_outputs(self) -> int:
+        return 2 * self.projection.shape[1]
+
+    def _parts(self, x: torch.Tensor):
+        envelope = torch.exp(-x.square().sum(-1, keepdim=True) / self.envelope_width)
+        # Where the envelope underflows to 0 the features are 0 whatever
+        # the angles: zero them, as sin and cos of huge angles (a point
+        # 1e30 away) take a slow exact argument reduction.
+        angles = torch.where(envelope > 0, x @ self.projection, 0.0)
+        return torch.sin(angles), torch.cos(angles), envelope
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sin, cos, envelope = self._parts(x)
+        return torch.cat([sin, cos], dim=-1) * envelope
+
+    def tangents(self, x: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+        """Derivatives of the features along ``directions`` (n, k, d) at x (n, d).
+
+        Returns (n, k, n_outputs), by the product rule: along e,
+        e(x) sin(xB) moves by e(x) cos(xB) (e B) + sin(xB) de, and
+        e(x) cos(xB) by -e(x) sin(xB) (e B) + cos(xB) de, where
+        de = -2 e(x) (x . e) / width.
+        """
+        sin, cos, envelope = (part.unsqueeze(1) for part in self._parts(x))
+        moved = envelope * (directions @ self.projection)
+        slope = (directions @ x.unsqueeze(-1)) * envelope * (-2 / self.envelope_width)
+        return torch.cat([cos * moved + sin * slope, cos * slope - sin * moved], -1)
+
+
 class VectorField(nn.Module):
     """An MLP vector field ``v(t, x)`` with SiLU activations.
+
+    Its inputs are x, random Fourier features of x (:class:`FourierFeatures`)
+    and sin/cos features of t (:class:`TimeFeatures`).
 
     Called as ``field(t, x)`` (torchdiffeq's convention): ``x`` of shape
     (n, d) and ``t`` a scalar tensor, or one time per row, of shape (n,) or
@@ -49,6 +104,11 @@ class VectorField(nn.Module):
         Width of each hidden layer.
     n_frequencies : int, default=4
         Number of sin/cos pairs in the time embedding.
+    n_fourier_features : int, default=128
+        Number of random Fourier features of x (half sines, half cosines);
+        0 for none.
+    fourier_scale : float, default=1.0
+        Standard deviation of the random frequencies.
     """
 
     def __init__(
@@ -56,12 +116,21 @@ class VectorField(nn.Module):
         n_features: int,
         hidden_layer_sizes: Sequence[int],
         n_frequencies: int = 4,
+        n_fourier_features: int = 128,
+        fourier_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.n_features = int(n_features)
         self.hidden_layer_sizes = tuple(int(width) for width in hidden_layer_sizes)
         self.time_features = TimeFeatures(n_frequencies)
-        widths = [self.n_features + self.time_features.n_outputs]
+        self.fourier_features = FourierFeatures(
+            self.n_features, n_fourier_features, fourier_scale
+        )
+        widths = [
+            self.n_features
+            + self.fourier_features.n_outputs
+            + self.time_features.n_outputs
+        ]
         widths += list(self.hidden_layer_sizes)
         layers: list[nn.Module] = []
         for n_in, n_out in itertools.pairwise(widths):
@@ -72,7 +141,7 @@ class VectorField(nn.Module):
     def _inputs(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         t = t.reshape(-1, 1).expand(x.shape[0], 1)
-        return torch.cat([x, self.time_features(t)], dim=-1)
+        return torch.cat([x, self.fourier_features(x), self.time_features(t)], dim=-1)
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(self._inputs(t, x))
@@ -115,17 +184,27 @@ class VectorField(nn.Module):
         linears = list(self.mlp)[::2]
         first, hidden, last = linears[0], linears[1:-1], linears[-1]
         n, d = x.shape
-        weight_x = first.weight[:, :d]  # the time features do not depend on x
+        n_fourier = self.fourier_features.n_outputs
+        # The time features do not depend on x.
+        weight_x = first.weight[:, :d]
+        weight_fourier = first.weight[:, d : d + n_fourier]
         h, slope = _silu_and_slope(first, self._inputs(t, x), buffers, 0)
         if probes is None:
-            # d/dx_j of the first layer is column j of its weight, for every row.
+            # Along x_j, the first layer moves by column j of its weight plus
+            # the Fourier features' derivative through their weights.
             directions = d
+            basis = torch.eye(d, dtype=x.dtype, device=x.device).expand(n, d, d)
             tangent = buffers.get("tangent0", n, d, first.out_features)
-            torch.mul(weight_x.T.unsqueeze(0), slope.unsqueeze(1), out=tangent)
+            torch.add(
+                self.fourier_features.tangents(x, basis) @ weight_fourier.T,
+                weight_x.T.unsqueeze(0),
+                out=tangent,
+            )
         else:
             directions = probes.shape[1]
             tangent = probes @ weight_x.T
-            tangent.mul_(slope.unsqueeze(1))
+            tangent += self.fourier_features.tangents(x, probes) @ weight_fourier.T
+        tangent.mul_(slope.unsqueeze(1))
         for layer, linear in enumerate(hidden, start=1):
             h, slope = _silu_and_slope(linear, h, buffers, layer)
             out = buffers.get(

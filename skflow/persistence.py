@@ -223,6 +223,7 @@ def _encode(value, name: str, tensors: dict) -> dict:
                 "n_features": value.n_features,
                 "hidden_layer_sizes": list(value.hidden_layer_sizes),
                 "n_frequencies": len(value.time_features.frequencies),
+                "n_fourier_features": value.fourier_features.n_outputs,
             }
         }
     if isinstance(value, ProbabilityPath):
@@ -252,7 +253,11 @@ def _decode(encoded: dict, tensors: dict):
             if key.startswith(prefix)
         }
         field = VectorField(
-            value["n_features"], value["hidden_layer_sizes"], value["n_frequencies"]
+            value["n_features"],
+            value["hidden_layer_sizes"],
+            value["n_frequencies"],
+            # Files from skflow 0.1.0 predate the Fourier features.
+            n_fourier_features=value.get("n_fourier_features", 0),
         )
         field = field.to(state["mlp.0.weight"].dtype)
         field.load_state_dict(state, strict=True)

@@ -64,3 +64,36 @@ def test_closed_form_hutchinson_matches_its_definition():
     jacobians = _jacobians(field, t, x)
     expected = torch.einsum("npi,nij,npj->n", probes, jacobians, probes) / 3
     assert_close(estimate, expected)
+
+
+def test_closed_form_divergence_through_the_fourier_envelope():
+    # At |x| ~ 10 in 2-D the envelope exp(-|x|^2 / 100) and its slope are far
+    # from 1 and 0: the product rule of FourierFeatures.tangents matters.
+    torch.manual_seed(0)
+    field = VectorField(2, (16, 16), fourier_scale=3.0).double()
+    x = 7.0 * torch.randn(6, 2, dtype=torch.float64)
+    t = torch.tensor(0.9, dtype=torch.float64)
+    _, divergence = field.velocity_and_divergence(t, x)
+    assert_close(divergence, torch.einsum("nii->n", _jacobians(field, t, x)))
+    probes = 2.0 * torch.randint(0, 2, (6, 2, 2)).double() - 1
+    _, estimate = field.velocity_and_divergence(t, x, probes)
+    expected = torch.einsum("npi,nij,npj->n", probes, _jacobians(field, t, x), probes)
+    assert_close(estimate, expected / 2)
+
+
+def test_fourier_features_vanish_far_from_the_data():
+    field = VectorField(3, (8,))
+    near = field.fourier_features(torch.zeros(1, 3))
+    far = field.fourier_features(torch.full((1, 3), 100.0))
+    assert near.abs().max() == 1.0  # cos(0) with an envelope of 1
+    assert far.abs().max() == 0.0
+
+
+def test_a_field_without_fourier_features_still_has_a_closed_form():
+    # Models saved by skflow 0.1.0 load with n_fourier_features=0.
+    torch.manual_seed(0)
+    field = VectorField(3, (16,), n_fourier_features=0).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    t = torch.tensor(0.5, dtype=torch.float64)
+    _, divergence = field.velocity_and_divergence(t, x)
+    assert_close(divergence, torch.einsum("nii->n", _jacobians(field, t, x)))
