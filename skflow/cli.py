@@ -49,9 +49,11 @@ def parameter_docs(docstring: str) -> dict[str, str]:
 
 
 def _parse_value(text: str):
-    """A command-line string as None, int, float, tuple ("64,64") or str."""
+    """A command-line string as None, bool, int, float, tuple ("64,64") or str."""
     if text.lower() == "none":
         return None
+    if text.lower() in {"true", "false"}:
+        return text.lower() == "true"
     if "," in text:
         return tuple(_parse_value(part) for part in text.split(",") if part.strip())
     for kind in (int, float):

@@ -182,3 +182,13 @@ def test_demo_prints_the_comparison_and_draws_the_figure(tmp_path, capsys):
     for name in ("FlowMatchingDensity", "KernelDensity", "GaussianMixture"):
         assert name in out
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fit_parses_booleans_and_none(data, tmp_path):
+    _, folder = data
+    output = tmp_path / "discrete.skflow"
+    options = ["--dequantize", "True", "--n-iter-no-change", "none"]
+    status = main(["fit", str(folder / "X.csv"), "-o", str(output), *FAST, *options])
+    assert status == 0
+    params = skflow.load(output).get_params()
+    assert params["dequantize"] is True and params["n_iter_no_change"] is None

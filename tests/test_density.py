@@ -22,7 +22,14 @@ from skflow.ode import MAX_EVALUATIONS, log_likelihood
 
 # Small, fast models; float64 + rk4 where results must be compared tightly
 # (each row is then integrated independently of the others).
-TINY = {"hidden_layer_sizes": (32, 32), "max_iter": 100, "batch_size": 64}
+# No held-out split: every step is taken and every row trains (the split
+# and early stopping are tested in test_recipe.py).
+TINY = {
+    "hidden_layer_sizes": (32, 32),
+    "max_iter": 100,
+    "batch_size": 64,
+    "n_iter_no_change": None,
+}
 EXACT = {**TINY, "solver": "rk4", "n_steps": 8, "dtype": "float64"}
 
 
@@ -447,8 +454,10 @@ def test_far_away_points_get_finite_very_negative_scores(blob_fit, distance):
     assert np.all(np.isfinite(scores))
     assert scores[20:].max() < scores[:20].min() - 1e4
     assert est.solver_stats_["max_evaluations_per_chunk"] <= MAX_EVALUATIONS
-    # 1e-3 nats: the engine's accuracy target; measured 2e-6 to 4e-6.
-    assert_allclose(scores[:20], est.score_samples(near), atol=1e-3, rtol=0)
+    # Both calls are within the engine's accuracy target, 1e-3 nats, of the
+    # truth (measured against float64 at 1e-10: 5e-4 alone, 9e-4 with the
+    # far rows at 1e3, on this rough 100-step model), so they agree to 2e-3.
+    assert_allclose(scores[:20], est.score_samples(near), atol=2e-3, rtol=0)
 
 
 def test_rows_that_overflow_are_isolated_and_reported_as_minus_inf(blob_fit):

@@ -21,9 +21,8 @@ DETECTORS = [
         dtype="float64",
         random_state=0,
     ),
-    # contamination="auto" is a level of the model's own density: the
-    # outlier checks expect a few training points below it, which takes a
-    # model trained past 20 steps.
+    # contamination="auto": the threshold is a level of the model's own
+    # density (see _expected_failed_checks).
     FlowMatchingOutlierDetector(**{**SMALL, "max_iter": 500}, random_state=0),
 ]
 
@@ -38,6 +37,19 @@ def _expected_failed_checks(estimator):
             "them give the same training distribution but different draws "
             "(the check shuffles the weighted rows), hence different networks"
         )
+    if getattr(estimator, "contamination", None) == "auto":
+        # Measured: 0 of the 300 blob points fall below the level for 500 or
+        # 1,000 steps, widths 16 or 32; a perfect model leaves about 3 there
+        # (and none 5% of the time). The float contamination detector above
+        # passes both checks.
+        reason = (
+            "contamination='auto' flags the points below the density level "
+            "that holds 99% of the model's own mass, not a share of the "
+            "training data: on the check's 300 points a small model may flag "
+            "none, while the check wants both labels"
+        )
+        failures["check_outliers_fit_predict"] = reason
+        failures["check_outliers_train"] = reason
     if estimator.solver == "dopri5":
         reason = (
             "dopri5 (and the divergence quadrature) choose their steps (and "

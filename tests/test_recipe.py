@@ -1,0 +1,142 @@
+"""The training recipe: max_iter="auto", early stopping, dequantization."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import poisson
+
+from skflow import FlowMatchingDensity
+from skflow._training import train_vector_field
+from skflow.nets import VectorField
+from skflow.paths import make_path
+
+TINY = {"hidden_layer_sizes": (16, 16), "batch_size": 32, "random_state": 0}
+
+
+def test_auto_max_iter_grows_with_the_square_root_of_the_rows():
+    X = np.random.RandomState(0).normal(size=(50, 2))
+    est = FlowMatchingDensity(**TINY, n_iter_no_change=None).fit(X)
+    # 80 sqrt(50) = 566 steps, raised to the floor of 2000.
+    assert est.n_iter_ == len(est.loss_curve_) == 2000
+    assert est.validation_scores_ == []
+    assert est._max_iter(10_000) == 8_000
+    assert est._max_iter(10**8) == 20_000
+
+
+def _scripted_training(scores, n_iter_no_change):
+    """Train with a validation 'score' read from ``scores``; record the weights."""
+    torch.manual_seed(0)
+    field = VectorField(2, (8,)).double()
+    data = torch.randn(64, 2, dtype=torch.float64)
+    seen = []
+
+    def score(module):
+        seen.append({k: v.clone() for k, v in module.state_dict().items()})
+        return scores[len(seen) - 1]
+
+    trained, losses, validation = train_vector_field(
+        field,
+        make_path("fm", 0.01),
+        data,
+        torch.ones(64, dtype=torch.float64),
+        max_iter=len(scores) * 5,
+        batch_size=16,
+        learning_rate=1e-2,
+        generator=torch.Generator().manual_seed(0),
+        validation_score=score,
+        validation_every=5,
+        n_iter_no_change=n_iter_no_change,
+    )
+    return trained, losses, validation, seen
+
+
+def test_early_stopping_stops_after_n_iter_no_change_and_restores_the_best():
+    scores = [1.0, 3.0, 2.0, 2.5, 2.9, 4.0, 0.0]
+    trained, losses, validation, seen = _scripted_training(scores, n_iter_no_change=3)
+    # Checks 3, 4 and 5 do not beat 3.0: training stops after 5 checks.
+    assert validation == scores[:5]
+    assert len(losses) == 25
+    best = seen[1]
+    for name, tensor in trained.state_dict().items():
+        torch.testing.assert_close(tensor, best[name], rtol=0, atol=0)
+    # The last weights seen differ from the ones kept.
+    assert not torch.equal(seen[-1]["mlp.0.weight"], best["mlp.0.weight"])
+
+
+def test_without_patience_training_runs_to_max_iter_keeping_the_best():
+    scores = [1.0, 5.0, 2.0, 2.0, 2.0, 2.0]
+    trained, losses, validation, seen = _scripted_training(scores, None)
+    assert len(losses) == 30 and validation == scores
+    kept = trained.state_dict()["mlp.0.weight"]
+    torch.testing.assert_close(kept, seen[1]["mlp.0.weight"])
+
+
+def test_validation_split_is_held_out_and_scored():
+    X = np.random.RandomState(0).normal(size=(300, 2))
+    est = FlowMatchingDensity(
+        **TINY, max_iter=200, validation_fraction=0.2, n_iter_no_change=1000
+    ).fit(X)
+    # About 25 checks, each a mean log density of 60 held-out rows.
+    assert len(est.validation_scores_) == 25
+    assert all(np.isfinite(est.validation_scores_))
+    assert est.n_iter_ == 200
+    no_split = FlowMatchingDensity(**TINY, max_iter=200, validation_fraction=0).fit(X)
+    assert no_split.validation_scores_ == []
+
+
+@pytest.mark.filterwarnings("ignore:Feature")  # one weighted row is constant
+@pytest.mark.parametrize(
+    ("fraction", "sample_weight"), [(0.1, None), (0.5, [1.0, 0, 0, 0])]
+)
+def test_validation_is_skipped_when_a_side_would_be_empty(fraction, sample_weight):
+    X = np.random.RandomState(0).normal(size=(4, 2))
+    # 10% of 4 rows rounds to 0; with one weighted row, the held-out half
+    # would leave training without weight or be weightless itself.
+    est = FlowMatchingDensity(**TINY, max_iter=20, validation_fraction=fraction)
+    est.fit(X, sample_weight=sample_weight)
+    assert est.validation_scores_ == []
+
+
+def _counts_and_reals(n, seed):
+    rng = np.random.RandomState(seed)
+    return np.column_stack([rng.poisson(3.0, n), rng.normal(size=n)])
+
+
+def test_dequantize_treats_integer_columns_as_discrete():
+    X = _counts_and_reals(2000, 0)
+    est = FlowMatchingDensity(
+        hidden_layer_sizes=(64, 64),
+        max_iter=1500,
+        dequantize=True,
+        dtype="float64",
+        random_state=0,
+    ).fit(X)
+    np.testing.assert_array_equal(est.integer_columns_, [True, False])
+    # Standardized as X + U: the mean of a count column moves by 1/2.
+    assert est.mean_[0] == pytest.approx(X[:, 0].mean() + 0.5)
+
+    X_test = _counts_and_reals(2000, 1)
+    scores = est.score_samples(X_test)
+    # A lower bound on log P(count) + log p(real): it cannot beat the truth
+    # on average by more than the sampling error (0.03 at 2,000 rows), and
+    # a reasonable fit comes within 0.15 nats of it.
+    truth = poisson.logpmf(X_test[:, 0], 3.0) - 0.5 * (
+        X_test[:, 1] ** 2 + np.log(2 * np.pi)
+    )
+    assert scores.mean() < truth.mean() + 0.03
+    assert scores.mean() > truth.mean() - 0.15
+
+    samples = est.sample(500, random_state=0)
+    np.testing.assert_array_equal(samples[:, 0], np.floor(samples[:, 0]))
+    assert not np.array_equal(samples[:, 1], np.floor(samples[:, 1]))
+
+
+def test_dequantization_noise_does_not_depend_on_the_chunking():
+    X = _counts_and_reals(100, 0)
+    params = {**TINY, "max_iter": 50, "solver": "rk4", "n_steps": 4}
+    est = FlowMatchingDensity(**params, dequantize=True).fit(X)
+    whole = est.score_samples(X)
+    est.set_params(inference_batch_size=7)
+    np.testing.assert_allclose(est.score_samples(X), whole, rtol=1e-6)
+    # The same call twice gives the same draws.
+    np.testing.assert_array_equal(est.score_samples(X), est.score_samples(X))
