@@ -1,0 +1,248 @@
+"""Density quality of FlowMatchingDensity() with defaults against its peers.
+
+Known densities (``known_densities.py``): each model is fitted on 10,000
+points and scored on 5,000 fresh ones; the metric is the test
+KL(p || q) = mean(log p - log q), in nats (lower is better, 0 is perfect).
+Real data bundled with scikit-learn, split 80/20: the metric is the mean
+test log-likelihood in the data's units (higher is better).
+
+- digits (8 x 8 images, integer pixel values 0-16) are dequantized: every
+  model is fitted on X + U and scored on X_test + U_test (U uniform on
+  [0, 1), drawn once per seed), which estimates a lower bound on the log
+  probability of the discrete images. ``skflow (dequantize=True)`` fits
+  the integer images with its own dequantization instead.
+- breast_cancer (30 continuous features).
+
+Peers (``density_peers.py``): KDE with a cross-validated bandwidth scored
+exactly, a GaussianMixture chosen by BIC, and zuko's NSF trained by maximum
+likelihood for as long as skflow's fit took on the same data.
+
+Run from the repository root on an idle machine (about 30 minutes on
+2 CPU cores); writes ``results/density_quality.{json,md,png}``:
+
+    pip install -e ".[bench,plot]" && python benchmarks/density_quality.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from density_peers import BICGaussianMixture, CrossValidatedKDE, TimedNSF
+from known_densities import KNOWN_DENSITIES
+from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.model_selection import train_test_split
+
+import skflow
+
+RESULTS = Path(__file__).parent / "results"
+SEEDS = (0, 1)
+N_TRAIN, N_TEST = 10_000, 5_000
+SKFLOW = "skflow (defaults)"
+
+
+def timed(function, *args):
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
+
+
+def evaluate(models, data, metric):
+    """Fit and score each model; ``models`` maps names to factories.
+
+    ``data(name)`` gives the model's (X_train, X_test). A factory gets the
+    fit time of skflow, which is fitted first (the NSF's wall-time budget).
+    """
+    rows, fitted, skflow_seconds = [], {}, None
+    for name, factory in models.items():
+        fitted[name] = model = factory(skflow_seconds)
+        X_train, X_test = data(name)
+        _, fit_seconds = timed(model.fit, X_train)
+        if name == SKFLOW:
+            skflow_seconds = fit_seconds
+        log_q, score_seconds = timed(model.score_samples, X_test)
+        rows.append(
+            {
+                "model": name,
+                "metric": float(metric(log_q)),
+                "fit_seconds": fit_seconds,
+                "score_seconds": score_seconds,
+            }
+        )
+        print(f"  {name}: {rows[-1]['metric']:.4f} ({fit_seconds:.1f} s)", flush=True)
+    return rows, fitted
+
+
+def peers(seed):
+    return {
+        SKFLOW: lambda _: skflow.FlowMatchingDensity(random_state=seed),
+        "KDE (CV bandwidth, exact)": lambda _: CrossValidatedKDE(seed),
+        "GMM (BIC)": lambda _: BICGaussianMixture(seed),
+        "NSF (zuko, same time)": lambda seconds: TimedNSF(seconds, seed),
+    }
+
+
+PLOT_GRID = np.linspace(-4, 4, 120)
+
+
+def known_density_runs(plots):
+    """KL runs; ``plots[set][model]`` gets seed 0's densities on a grid."""
+    runs = []
+    xx, yy = np.meshgrid(PLOT_GRID, PLOT_GRID)
+    grid = np.column_stack([xx.ravel(), yy.ravel()])
+    for name, density in KNOWN_DENSITIES.items():
+        for seed in SEEDS:
+            print(f"{name}, seed {seed}", flush=True)
+            split = density.sample(N_TRAIN, seed), density.sample(N_TEST, 1000 + seed)
+            log_p = density.log_prob(split[1])
+            rows, fitted = evaluate(
+                peers(seed),
+                lambda _, split=split: split,
+                lambda log_q, log_p=log_p: np.mean(log_p - log_q),
+            )
+            runs += [{"dataset": name, "seed": seed, "kind": "kl", **r} for r in rows]
+            if seed == 0 and density.n_features == 2:
+                plots[name] = {"truth": density.log_prob(grid)}
+                for model_name, model in fitted.items():
+                    plots[name][model_name] = model.score_samples(grid)
+    return runs
+
+
+def real_data_runs():
+    runs = []
+    sets = (
+        ("digits (dequantized)", load_digits().data, True),
+        ("breast_cancer", load_breast_cancer().data, False),
+    )
+    for name, X, discrete in sets:
+        for seed in SEEDS:
+            print(f"{name}, seed {seed}", flush=True)
+            split = train_test_split(X, test_size=0.2, random_state=seed)
+            models = peers(seed)
+            data = {model: split for model in models}
+            if discrete:
+                rng = np.random.default_rng(seed)
+                noisy = [part + rng.uniform(size=part.shape) for part in split]
+                data = {model: noisy for model in models}
+                # dequantize=True adds its own noise to the integers.
+                models["skflow (dequantize=True)"] = lambda _, seed=seed: (
+                    skflow.FlowMatchingDensity(dequantize=True, random_state=seed)
+                )
+                data["skflow (dequantize=True)"] = split
+            rows, _ = evaluate(models, data.__getitem__, np.mean)
+            tags = {"dataset": name, "seed": seed, "kind": "loglik"}
+            runs += [{**tags, **r} for r in rows]
+    return runs
+
+
+def density_plots(plots, path):
+    """Density of each 2-D set (seed 0): the truth beside every model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(next(iter(plots.values())))
+    figure, axes = plt.subplots(
+        len(plots), len(names), figsize=(2.6 * len(names), 2.6 * len(plots))
+    )
+    extent = (PLOT_GRID[0], PLOT_GRID[-1]) * 2
+    shape = (len(PLOT_GRID), len(PLOT_GRID))
+    for row, (set_name, densities) in enumerate(plots.items()):
+        for col, name in enumerate(names):
+            ax = axes[row, col]
+            image = np.exp(densities[name]).reshape(shape)
+            ax.imshow(image, origin="lower", extent=extent, cmap="magma")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name.replace(" (", "\n("), fontsize=9)
+            if col == 0:
+                ax.set_ylabel(set_name)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+
+
+def summarize(runs):
+    table = {}
+    for r in runs:
+        cell = table.setdefault(r["dataset"], {}).setdefault(r["model"], [])
+        cell.append(r)
+    return {
+        dataset: {
+            model: {
+                "metric": float(np.mean([r["metric"] for r in cell])),
+                "standard_error": float(
+                    np.std([r["metric"] for r in cell]) / np.sqrt(len(cell))
+                ),
+                "fit_seconds": float(np.mean([r["fit_seconds"] for r in cell])),
+                "score_seconds": float(np.mean([r["score_seconds"] for r in cell])),
+            }
+            for model, cell in models.items()
+        }
+        for dataset, models in table.items()
+    }
+
+
+def write_markdown(results, path):
+    lines = [
+        "# Density quality",
+        "",
+        f"Machine: {results['machine']}; torch {results['torch']}; skflow "
+        f"{results['skflow']}. Command: `{results['command']}`. Mean over "
+        f"seeds {list(SEEDS)} (± half the spread between seeds).",
+        "",
+    ]
+    for kind, title, better in (
+        ("kl", "Test KL(p || q) in nats on known densities", "lower"),
+        ("loglik", "Test log-likelihood on real data", "higher"),
+    ):
+        lines += [f"## {title} ({better} is better)", ""]
+        lines += [
+            "| data | model | metric | fit (s) | score (s) |",
+            "|---|---|---|---|---|",
+        ]
+        for dataset, models in results["summary"].items():
+            if results["kinds"][dataset] != kind:
+                continue
+            ranked = sorted(
+                models.items(),
+                key=lambda item: item[1]["metric"] * (1 if better == "lower" else -1),
+            )
+            for model, cell in ranked:
+                lines.append(
+                    f"| {dataset} | {model} | {cell['metric']:.3f} ± "
+                    f"{cell['standard_error']:.3f} | {cell['fit_seconds']:.1f} | "
+                    f"{cell['score_seconds']:.1f} |"
+                )
+        lines.append("")
+    lines += ["![densities](density_quality.png)", ""]
+    path.write_text("\n".join(lines))
+
+
+def main():
+    RESULTS.mkdir(exist_ok=True)
+    plots = {}
+    runs = known_density_runs(plots) + real_data_runs()
+    results = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "torch": torch.__version__,
+        "skflow": skflow.__version__,
+        "command": "python benchmarks/density_quality.py",
+        "kinds": {r["dataset"]: r["kind"] for r in runs},
+        "summary": summarize(runs),
+        "runs": runs,
+    }
+    (RESULTS / "density_quality.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_markdown(results, RESULTS / "density_quality.md")
+    density_plots(plots, RESULTS / "density_quality.png")
+    print((RESULTS / "density_quality.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
