@@ -195,7 +195,7 @@ def write_markdown(results, path):
         "",
         f"Machine: {results['machine']}; torch {results['torch']}; skflow "
         f"{results['skflow']}. Command: `{results['command']}`. Mean over "
-        f"seeds {list(SEEDS)} (± half the spread between seeds).",
+        f"seeds {list(SEEDS)}, ± std / sqrt(number of seeds).",
         "",
     ]
     for kind, title, better in (
