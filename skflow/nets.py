@@ -72,18 +72,31 @@ class FourierFeatures(nn.Module):
         sin, cos, envelope = self._parts(x)
         return torch.cat([sin, cos], dim=-1) * envelope
 
-    def tangents(self, x: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-        """Derivatives of the features along ``directions`` (n, k, d) at x (n, d).
+    def with_tangents(
+        self, x: torch.Tensor, directions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The features at x (n, d) and their derivatives along ``directions``.
 
-        Returns (n, k, n_outputs), by the product rule: along e,
+        ``directions`` has shape (n, k, d); None stands for the d coordinate
+        directions (without building and multiplying an identity). Returns
+        (n, n_outputs) and (n, k, n_outputs). By the product rule, along e,
         e(x) sin(xB) moves by e(x) cos(xB) (e B) + sin(xB) de, and
         e(x) cos(xB) by -e(x) sin(xB) (e B) + cos(xB) de, where
         de = -2 e(x) (x . e) / width.
         """
-        sin, cos, envelope = (part.unsqueeze(1) for part in self._parts(x))
-        moved = envelope * (directions @ self.projection)
-        slope = (directions @ x.unsqueeze(-1)) * envelope * (-2 / self.envelope_width)
-        return torch.cat([cos * moved + sin * slope, cos * slope - sin * moved], -1)
+        sin, cos, envelope = self._parts(x)
+        features = torch.cat([sin, cos], dim=-1) * envelope
+        if directions is None:
+            along_b = self.projection.unsqueeze(0)  # e_j B is row j of B
+            along_x = x.unsqueeze(-1)  # e_j . x = x_j
+        else:
+            along_b = directions @ self.projection
+            along_x = directions @ x.unsqueeze(-1)
+        sin, cos, envelope = (part.unsqueeze(1) for part in (sin, cos, envelope))
+        moved = envelope * along_b
+        slope = along_x * envelope * (-2 / self.envelope_width)
+        tangents = torch.cat([cos * moved + sin * slope, cos * slope - sin * moved], -1)
+        return features, tangents
 
 
 class VectorField(nn.Module):
@@ -138,10 +151,14 @@ class VectorField(nn.Module):
         layers.append(nn.Linear(widths[-1], self.n_features))
         self.mlp = nn.Sequential(*layers)
 
-    def _inputs(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _inputs(
+        self, t: torch.Tensor, x: torch.Tensor, fourier: torch.Tensor | None = None
+    ) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         t = t.reshape(-1, 1).expand(x.shape[0], 1)
-        return torch.cat([x, self.fourier_features(x), self.time_features(t)], dim=-1)
+        if fourier is None:
+            fourier = self.fourier_features(x)
+        return torch.cat([x, fourier, self.time_features(t)], dim=-1)
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(self._inputs(t, x))
@@ -188,22 +205,24 @@ class VectorField(nn.Module):
         # The time features do not depend on x.
         weight_x = first.weight[:, :d]
         weight_fourier = first.weight[:, d : d + n_fourier]
-        h, slope = _silu_and_slope(first, self._inputs(t, x), buffers, 0)
+        # One pass gives the Fourier features and their derivatives along
+        # the coordinate directions (exact) or the probes (Hutchinson).
+        fourier, fourier_tangents = self.fourier_features.with_tangents(x, probes)
+        h, slope = _silu_and_slope(first, self._inputs(t, x, fourier), buffers, 0)
         if probes is None:
             # Along x_j, the first layer moves by column j of its weight plus
             # the Fourier features' derivative through their weights.
             directions = d
-            basis = torch.eye(d, dtype=x.dtype, device=x.device).expand(n, d, d)
             tangent = buffers.get("tangent0", n, d, first.out_features)
             torch.add(
-                self.fourier_features.tangents(x, basis) @ weight_fourier.T,
+                fourier_tangents @ weight_fourier.T,
                 weight_x.T.unsqueeze(0),
                 out=tangent,
             )
         else:
             directions = probes.shape[1]
             tangent = probes @ weight_x.T
-            tangent += self.fourier_features.tangents(x, probes) @ weight_fourier.T
+            tangent += fourier_tangents @ weight_fourier.T
         tangent.mul_(slope.unsqueeze(1))
         for layer, linear in enumerate(hidden, start=1):
             h, slope = _silu_and_slope(linear, h, buffers, layer)
