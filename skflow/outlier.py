@@ -46,7 +46,7 @@ class FlowMatchingOutlierDetector(OutlierMixin, FlowMatchingDensity):
         learning_rate=2e-3,
         validation_fraction=0.1,
         n_iter_no_change=10,
-        dequantize=False,
+        dequantize=True,
         solver="dopri5",
         n_steps=None,
         rtol=1e-6,

@@ -1,5 +1,7 @@
 """The training recipe: max_iter="auto", early stopping, dequantization."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -102,12 +104,11 @@ def _counts_and_reals(n, seed):
     return np.column_stack([rng.poisson(3.0, n), rng.normal(size=n)])
 
 
-def test_dequantize_treats_integer_columns_as_discrete():
+def test_integer_columns_are_discrete_by_default():
     X = _counts_and_reals(2000, 0)
     est = FlowMatchingDensity(
         hidden_layer_sizes=(64, 64),
         max_iter=1500,
-        dequantize=True,
         dtype="float64",
         random_state=0,
     ).fit(X)
@@ -129,6 +130,28 @@ def test_dequantize_treats_integer_columns_as_discrete():
     samples = est.sample(500, random_state=0)
     np.testing.assert_array_equal(samples[:, 0], np.floor(samples[:, 0]))
     assert not np.array_equal(samples[:, 1], np.floor(samples[:, 1]))
+
+
+def test_which_columns_are_dequantized():
+    rng = np.random.RandomState(0)
+    whole = rng.poisson(3.0, 200).astype(float)
+    X = np.column_stack(
+        [
+            whole,
+            np.full(200, 4.0),  # constant, but whole: uniform on [4, 5)
+            1e30 * rng.normal(size=200),  # whole only because it is huge
+            whole + 0.5,
+        ]
+    )
+    params = {**TINY, "max_iter": 5}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the constant whole column is not constant
+        est = FlowMatchingDensity(**params).fit(X)
+    np.testing.assert_array_equal(est.integer_columns_, [True, True, False, False])
+    assert est.scale_[1] == pytest.approx(np.sqrt(1 / 12))
+    est = FlowMatchingDensity(**params, dequantize=False).fit(X[:, [0, 2, 3]])
+    np.testing.assert_array_equal(est.integer_columns_, [False, False, False])
+    assert est.mean_[0] == pytest.approx(whole.mean())
 
 
 def test_dequantization_noise_does_not_depend_on_the_chunking():
