@@ -51,6 +51,7 @@ VARIANTS = {
     "learning rate 1e-3": ({"learning_rate": 1e-3}, {}),
     "learning rate 5e-3": ({"learning_rate": 5e-3}, {}),
     "batch 256": ({"batch_size": 256}, {}),
+    "batch 256, twice the steps": ({"batch_size": 256, "max_iter": 16000}, {}),
     "4 x 256": ({"hidden_layer_sizes": (256,) * 4}, {}),
 }
 
