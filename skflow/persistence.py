@@ -33,7 +33,12 @@ __all__ = ["save", "load", "FORMAT_VERSION"]
 
 _FORMAT = "skflow-model"
 # Bump when a file written by this version could not be read by the last.
-FORMAT_VERSION = 1
+# 2 (skflow 0.2.0): random Fourier features in the vector field, which a
+# format-1 reader would build without and fail to load.
+FORMAT_VERSION = 2
+# Formats this version reads: format 1 files load as fields without
+# Fourier features.
+_READABLE_FORMATS = (1, 2)
 _ESTIMATORS = {
     cls.__name__: cls for cls in (FlowMatchingDensity, FlowMatchingOutlierDetector)
 }
@@ -181,12 +186,13 @@ def _check_header(contents, file) -> dict:
         raise ValueError(f"{_name(file)} has a damaged header: {exc}") from exc
     if not isinstance(header, dict) or header.get("format") != _FORMAT:
         raise ValueError(f"{_name(file)} is not a skflow model file.")
-    if header.get("format_version") != FORMAT_VERSION:
+    if header.get("format_version") not in _READABLE_FORMATS:
+        readable = " and ".join(str(version) for version in _READABLE_FORMATS)
         raise ValueError(
             f"{_name(file)} was written by skflow "
             f"{header.get('skflow_version')} in model format "
             f"{header.get('format_version')}; this skflow ({__version__}) reads "
-            f"format {FORMAT_VERSION} only. Load it with the skflow that "
+            f"formats {readable} only. Load it with the skflow that "
             "wrote it, or refit the model."
         )
     if header.get("estimator") not in _ESTIMATORS:

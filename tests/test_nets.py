@@ -68,7 +68,7 @@ def test_closed_form_hutchinson_matches_its_definition():
 
 def test_closed_form_divergence_through_the_fourier_envelope():
     # At |x| ~ 10 in 2-D the envelope exp(-|x|^2 / 100) and its slope are far
-    # from 1 and 0: the product rule of FourierFeatures.tangents matters.
+    # from 1 and 0: the product rule of FourierFeatures.with_tangents matters.
     torch.manual_seed(0)
     field = VectorField(2, (16, 16), fourier_scale=3.0).double()
     x = 7.0 * torch.randn(6, 2, dtype=torch.float64)

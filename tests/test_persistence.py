@@ -16,6 +16,7 @@ from sklearn.neighbors import KernelDensity
 
 import skflow
 from skflow import FlowMatchingDensity, FlowMatchingOutlierDetector
+from skflow.nets import VectorField
 
 TINY = {"hidden_layer_sizes": (16, 16), "max_iter": 40, "batch_size": 32}
 
@@ -142,6 +143,26 @@ def test_an_incompatible_format_version_is_refused(saved):
     _rewrite_header(file, lambda h: h.update(format_version=99, skflow_version="9.0.0"))
     with pytest.raises(ValueError, match=r"written by skflow 9.0.0 in model format 99"):
         skflow.load(file)
+
+
+def test_a_format_1_file_without_fourier_features_still_loads(tmp_path):
+    # skflow 0.1.0 wrote format 1: its fields had no Fourier features and
+    # its headers no n_fourier_features.
+    est = FlowMatchingDensity(**TINY, random_state=0).fit(_blobs())
+    field = VectorField(3, TINY["hidden_layer_sizes"], n_fourier_features=0)
+    est.vector_field_ = field.requires_grad_(False).eval()
+    file = tmp_path / "old.skflow"
+    skflow.save(est, file)
+
+    def as_format_1(header):
+        header.update(format_version=1, skflow_version="0.1.0")
+        del header["fitted"]["vector_field_"]["vector_field"]["n_fourier_features"]
+
+    _rewrite_header(file, as_format_1)
+    loaded = skflow.load(file)
+    assert loaded.vector_field_.fourier_features.n_outputs == 0
+    X = _blobs()[:20]
+    assert_array_equal(loaded.score_samples(X), est.score_samples(X))
 
 
 @pytest.mark.parametrize(
