@@ -18,7 +18,7 @@ Errors are measured against a float64 solve at rtol = atol = 1e-9 on a fixed
 subset of the test points. Hutchinson's estimator and the peak memory of
 scoring 10^6 rows are measured too. Results: benchmarks/results/.
 
-Run from the repository root (about 25 minutes on 2 CPU cores; run nothing
+Run from the repository root (about 50 minutes on 2 CPU cores; run nothing
 else meanwhile):
 
     pip install -e ".[bench]" && python benchmarks/likelihood_engine.py

@@ -316,7 +316,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
 
     atol : float, default=1e-6
         Absolute tolerance of an adaptive solver. With ``dopri5`` in float32,
-        ``rtol = atol = 1e-6`` gave mean absolute errors of 1.5e-5 to
+        ``rtol = atol = 1e-6`` gave mean absolute errors of 2.8e-5 to
         1.2e-4 nats (2 to 64 features) against a float64 solve at 1e-9
         (``benchmarks/likelihood_engine.py``); 1e-5, tried while choosing
         the default, gave up to 1.5e-3.
