@@ -13,6 +13,9 @@ two processes (one torch thread each) can share a 2-core machine:
     python benchmarks/recipe_ablation.py --shard 0/2 &
     python benchmarks/recipe_ablation.py --shard 1/2
     python benchmarks/recipe_ablation.py --report
+
+``--seeds 1 --variants defaults "4 x 256"`` repeats chosen rows on another
+seed; the report lists them under the seed-0 table.
 """
 
 from __future__ import annotations
@@ -87,7 +90,8 @@ def run_one(variant, set_name, seed):
     }
 
 
-def _table(runs, variants, sets):
+def _table(runs, variants, sets, seed=0):
+    runs = [r for r in runs if r["seed"] == seed]
     lines = [
         "| variant | " + " | ".join(sets) + " |",
         "|---" * (len(sets) + 1) + "|",
@@ -117,6 +121,17 @@ def report():
             "",
             "Blank cells were not run yet; the script resumes where it stopped.",
         ]
+    # Later seeds (--seeds), to check the differences that matter.
+    other_seeds = []
+    for seed in sorted({r["seed"] for r in _read(RUNS)} - {0}):
+        runs = [r for r in _read(RUNS) if r["seed"] == seed]
+        variants = list(dict.fromkeys(r["variant"] for r in runs))
+        other_seeds += [
+            f"Seed {seed}, for the variants run on it:",
+            "",
+            *_table(runs, variants, sets, seed),
+            "",
+        ]
     lines = [
         "# Recipe ablation",
         "",
@@ -138,6 +153,7 @@ def report():
         "",
         *table,
         "",
+        *other_seeds,
         "## The previous recipe (skflow 0.1.0, no Fourier features)",
         "",
         "Measured first, on the 0.1.0 defaults (no Fourier features, uniform "
@@ -158,6 +174,7 @@ def main():
     parser.add_argument("--shard", default="0/1")
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="*", default=list(SEEDS))
     args = parser.parse_args()
     if args.report:
         report()
@@ -172,7 +189,7 @@ def main():
             done.add((r["variant"], r["dataset"], r["seed"]))
     jobs = [
         (variant, set_name, seed)
-        for seed in SEEDS
+        for seed in args.seeds
         for variant in args.variants
         for set_name in KNOWN_DENSITIES
     ]
