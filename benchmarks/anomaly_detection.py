@@ -120,8 +120,8 @@ def detectors(seed):
     }
 
 
-def run() -> dict:
-    rows = []
+def splits():
+    """(name, seed, train, test, truth): the protocol's splits, truth 1 = anomaly."""
     for name, X, is_anomaly in datasets():
         inliers, anomalies = X[~is_anomaly], X[is_anomaly]
         for seed in SEEDS:
@@ -131,35 +131,39 @@ def run() -> dict:
             train = inliers[order[:n_train]]
             test = np.vstack([inliers[order[n_train:]], anomalies])
             truth = np.r_[np.zeros(len(inliers) - n_train), np.ones(len(anomalies))]
-            for detector_name, detector in detectors(seed).items():
-                start = time.perf_counter()
-                detector.fit(train)
-                fit_seconds = time.perf_counter() - start
-                start = time.perf_counter()
-                # Higher score_samples = more normal: negate for anomalies.
-                anomaly_score = -detector.score_samples(test)
-                score_seconds = time.perf_counter() - start
-                rows.append(
-                    {
-                        "dataset": name,
-                        "seed": seed,
-                        "detector": detector_name,
-                        "roc_auc": roc_auc_score(truth, anomaly_score),
-                        "average_precision": average_precision_score(
-                            truth, anomaly_score
-                        ),
-                        "fit_seconds": fit_seconds,
-                        "score_seconds": score_seconds,
-                        "n_train": len(train),
-                        "n_features": X.shape[1],
-                    }
-                )
-                last = rows[-1]
-                print(
-                    f"{name} seed {seed} {detector_name}: AUC {last['roc_auc']:.3f} "
-                    f"AP {last['average_precision']:.3f} ({fit_seconds:.1f} s)",
-                    flush=True,
-                )
+            yield name, seed, train, test, truth
+
+
+def run() -> dict:
+    rows = []
+    for name, seed, train, test, truth in splits():
+        for detector_name, detector in detectors(seed).items():
+            start = time.perf_counter()
+            detector.fit(train)
+            fit_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            # Higher score_samples = more normal: negate for anomalies.
+            anomaly_score = -detector.score_samples(test)
+            score_seconds = time.perf_counter() - start
+            rows.append(
+                {
+                    "dataset": name,
+                    "seed": seed,
+                    "detector": detector_name,
+                    "roc_auc": roc_auc_score(truth, anomaly_score),
+                    "average_precision": average_precision_score(truth, anomaly_score),
+                    "fit_seconds": fit_seconds,
+                    "score_seconds": score_seconds,
+                    "n_train": len(train),
+                    "n_features": train.shape[1],
+                }
+            )
+            last = rows[-1]
+            print(
+                f"{name} seed {seed} {detector_name}: AUC {last['roc_auc']:.3f} "
+                f"AP {last['average_precision']:.3f} ({fit_seconds:.1f} s)",
+                flush=True,
+            )
     return rows
 
 

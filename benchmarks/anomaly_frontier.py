@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from anomaly_detection import SEEDS, ExactGaussianKDE, datasets
+from anomaly_detection import SEEDS, ExactGaussianKDE, splits
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 import skflow
@@ -49,38 +49,30 @@ NETWORKS = {
 
 def accuracy() -> list[dict]:
     rows = []
-    for name, X, is_anomaly in datasets():
-        inliers, anomalies = X[~is_anomaly], X[is_anomaly]
-        for seed in SEEDS:
-            rng = np.random.RandomState(seed)
-            order = rng.permutation(len(inliers))
-            n_train = int(0.6 * len(inliers))
-            train = inliers[order[:n_train]]
-            test = np.vstack([inliers[order[n_train:]], anomalies])
-            truth = np.r_[np.zeros(len(inliers) - n_train), np.ones(len(anomalies))]
-            scores = {KDE: ExactGaussianKDE().fit(train).score_samples(test)}
-            for widths, settings in NETWORKS.items():
-                detector = FlowMatchingOutlierDetector(
-                    hidden_layer_sizes=widths, random_state=seed
-                ).fit(train)
-                for variant, params in settings.items():
-                    scores[variant] = detector.set_params(**params).score_samples(test)
-            for variant, score in scores.items():
-                rows.append(
-                    {
-                        "dataset": name,
-                        "seed": seed,
-                        "variant": variant,
-                        # Higher score_samples = more normal: negate.
-                        "roc_auc": roc_auc_score(truth, -score),
-                        "average_precision": average_precision_score(truth, -score),
-                    }
-                )
-                print(
-                    f"{name} seed {seed} {variant}: AUC {rows[-1]['roc_auc']:.3f} "
-                    f"AP {rows[-1]['average_precision']:.3f}",
-                    flush=True,
-                )
+    for name, seed, train, test, truth in splits():
+        scores = {KDE: ExactGaussianKDE().fit(train).score_samples(test)}
+        for widths, settings in NETWORKS.items():
+            detector = FlowMatchingOutlierDetector(
+                hidden_layer_sizes=widths, random_state=seed
+            ).fit(train)
+            for variant, params in settings.items():
+                scores[variant] = detector.set_params(**params).score_samples(test)
+        for variant, score in scores.items():
+            rows.append(
+                {
+                    "dataset": name,
+                    "seed": seed,
+                    "variant": variant,
+                    # Higher score_samples = more normal: negate.
+                    "roc_auc": roc_auc_score(truth, -score),
+                    "average_precision": average_precision_score(truth, -score),
+                }
+            )
+            print(
+                f"{name} seed {seed} {variant}: AUC {rows[-1]['roc_auc']:.3f} "
+                f"AP {rows[-1]['average_precision']:.3f}",
+                flush=True,
+            )
     return rows
 
 
