@@ -325,8 +325,9 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         How the divergence of the field is computed in the likelihood:
         exactly (in closed form, at the cost of about d + 1 passes of the
         network per evaluation), or by Hutchinson's unbiased estimator with
-        ``n_probes`` Rademacher probes, fixed for the whole solve. Hutchinson's estimate is cheaper in high
-        dimension but noisy: each log density carries a random error.
+        ``n_probes`` Rademacher probes, fixed for the whole solve.
+        Hutchinson's estimate is cheaper in high dimension but noisy: each
+        log density carries a random error.
 
     n_probes : int, default=1
         Number of Hutchinson probes; ignored when ``divergence="exact"``.
