@@ -40,7 +40,7 @@ class FlowMatchingOutlierDetector(OutlierMixin, FlowMatchingDensity):
         contamination="auto",
         path="fm",
         sigma=0.01,
-        hidden_layer_sizes=(256, 256, 256),
+        hidden_layer_sizes=(256, 256, 256, 256),
         max_iter="auto",
         batch_size=512,
         learning_rate=2e-3,

@@ -230,6 +230,7 @@ def _encode(value, name: str, tensors: dict) -> dict:
                 "hidden_layer_sizes": list(value.hidden_layer_sizes),
                 "n_frequencies": len(value.time_features.frequencies),
                 "n_fourier_features": value.fourier_features.n_outputs,
+                "activation": value.activation,
             }
         }
     if isinstance(value, ProbabilityPath):
@@ -264,6 +265,8 @@ def _decode(encoded: dict, tensors: dict):
             value["n_frequencies"],
             # Files from skflow 0.1.0 predate the Fourier features.
             n_fourier_features=value.get("n_fourier_features", 0),
+            # Files from skflow 0.1.0 and 0.2.0 predate GELU.
+            activation=value.get("activation", "silu"),
         )
         field = field.to(state["mlp.0.weight"].dtype)
         field.load_state_dict(state, strict=True)

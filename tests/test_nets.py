@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch.testing import assert_close
 
@@ -43,9 +44,10 @@ def _jacobians(field, t, x):
     )
 
 
-def test_closed_form_divergence_matches_autograd():
+@pytest.mark.parametrize("activation", ["gelu", "silu"])
+def test_closed_form_divergence_matches_autograd(activation):
     torch.manual_seed(0)
-    field = VectorField(5, (32, 24, 16)).double()
+    field = VectorField(5, (32, 24, 16), activation=activation).double()
     x = torch.randn(7, 5, dtype=torch.float64)
     t = torch.tensor(0.3, dtype=torch.float64)
     velocity, divergence = field.velocity_and_divergence(t, x)
@@ -54,9 +56,10 @@ def test_closed_form_divergence_matches_autograd():
     assert_close(divergence, torch.einsum("nii->n", jacobians))
 
 
-def test_closed_form_hutchinson_matches_its_definition():
+@pytest.mark.parametrize("activation", ["gelu", "silu"])
+def test_closed_form_hutchinson_matches_its_definition(activation):
     torch.manual_seed(0)
-    field = VectorField(4, (32, 32)).double()
+    field = VectorField(4, (32, 32), activation=activation).double()
     x = torch.randn(6, 4, dtype=torch.float64)
     t = torch.tensor(0.8, dtype=torch.float64)
     probes = 2.0 * torch.randint(0, 2, (6, 3, 4)).double() - 1

@@ -165,6 +165,23 @@ def test_a_format_1_file_without_fourier_features_still_loads(tmp_path):
     assert_array_equal(loaded.score_samples(X), est.score_samples(X))
 
 
+def test_a_file_without_an_activation_loads_with_silu(saved):
+    # Files up to skflow 0.2.0 predate the choice of activation: all SiLU.
+    est, file = saved
+    est.vector_field_ = VectorField(
+        3, TINY["hidden_layer_sizes"], activation="silu"
+    ).requires_grad_(False)
+    skflow.save(est, file)
+    _rewrite_header(
+        file,
+        lambda h: h["fitted"]["vector_field_"]["vector_field"].pop("activation"),
+    )
+    loaded = skflow.load(file)
+    assert loaded.vector_field_.activation == "silu"
+    X = _blobs()[:20]
+    assert_array_equal(loaded.score_samples(X), est.score_samples(X))
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
