@@ -18,10 +18,10 @@ TINY = {"hidden_layer_sizes": (16, 16), "batch_size": 32, "random_state": 0}
 def test_auto_max_iter_grows_with_the_square_root_of_the_rows():
     X = np.random.RandomState(0).normal(size=(50, 2))
     est = FlowMatchingDensity(**TINY, n_iter_no_change=None).fit(X)
-    # 80 sqrt(50) = 566 steps, raised to the floor of 2000.
+    # 70 sqrt(50) = 495 steps, raised to the floor of 2000.
     assert est.n_iter_ == len(est.loss_curve_) == 2000
     assert est.validation_scores_ == []
-    assert est._max_iter(10_000) == 8_000
+    assert est._max_iter(10_000) == 7_000
     assert est._max_iter(10**8) == 20_000
 
 

@@ -6,7 +6,7 @@ Fit :class:`skflow.FlowMatchingDensity`, ``KernelDensity`` (bandwidth by
 cross-validation) and ``GaussianMixture`` (components by BIC) on three toy
 data sets, and draw each learned density beside the data, with the mean
 log-likelihood of held-out points in each title (higher is better). The
-flow uses its defaults (``max_iter="auto"``: about 3,600 steps for 2,000
+flow uses its defaults (``max_iter="auto"``: about 3,100 steps for 2,000
 rows, with early stopping on 10% of them). Rings are the hardest case for
 a flow, which must tear one Gaussian blob into two nested loops.
 """
