@@ -8,7 +8,7 @@ Measured in one run, on this machine:
    whether the cross-validated scores are identical.
 2. The same grid on a dask.distributed LocalCluster (2 worker processes, one
    thread each, loopback), through joblib.parallel_backend("dask").
-3. A default fit (3,000 steps) on 10^6 x 10 rows and on 10^4 x 10 rows,
+3. A default fit (max_iter="auto") on 10^6 x 10 rows and on 10^4 x 10 rows,
    each in a fresh process: wall time, training throughput (minibatch rows
    per second) and the process's peak resident memory, against the bound
    2 x (size of X) + 1 GiB.
@@ -203,7 +203,7 @@ def main():
         f"two-thread serial search {grid['n_jobs_2_vs_n_jobs_1']:.1e} (float32 "
         "matrix products round differently on 1 and 2 threads).",
         "",
-        "## Default fit (3,000 steps of 512 rows) on n x 10 rows",
+        "## Default fit (max_iter='auto', early stopping) on n x 10 rows",
         "",
         "| rows | size of X | fit time | rows/s | peak memory of the process "
         "(before fit) | bound 2 x X + 1 GiB |",
