@@ -1,3 +1,5 @@
+import pickle
+
 import pytest
 import torch
 from torch.testing import assert_close
@@ -54,6 +56,17 @@ def test_closed_form_divergence_matches_autograd(activation):
     assert_close(velocity, field(t, x))
     jacobians = _jacobians(field, t, x)
     assert_close(divergence, torch.einsum("nii->n", jacobians))
+
+
+def test_a_field_pickled_before_the_activation_existed_is_silu():
+    # skflow 0.1 / 0.2 pickles hold no "activation": they were all SiLU.
+    torch.manual_seed(0)
+    field = VectorField(3, (16, 16), activation="silu").double()
+    old = pickle.loads(pickle.dumps(field))
+    del old.__dict__["activation"]
+    x = torch.randn(4, 3, dtype=torch.float64)
+    t = torch.tensor(0.5, dtype=torch.float64)
+    assert_close(old.velocity_and_divergence(t, x), field.velocity_and_divergence(t, x))
 
 
 @pytest.mark.parametrize("activation", ["gelu", "silu"])
