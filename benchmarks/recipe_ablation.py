@@ -198,9 +198,11 @@ def report():
         "last three: '4 x 256, GELU' combines the two best changes; with "
         "7,000 steps (to fit 10,000 rows in about a minute) it is skflow "
         "0.3.0's default recipe; the last row drops its early stopping "
-        "(`n_iter_no_change=None`: all the steps, the best validated "
-        "weights still kept). Regenerate with the commands in "
-        "`benchmarks/recipe_ablation.py`.",
+        "(`n_iter_no_change=None`: no held-out split, all the steps, the "
+        "last weights kept). The rows were measured with skflow 0.3.0's "
+        "Adam step; 0.3.1's fused step makes the same update (it "
+        "reproduced 0.3.0's test KLs in `density_quality.py` to 5 "
+        "decimals). Regenerate with the commands in `benchmarks/recipe_ablation.py`.",
         "",
         "## The recipe the rows change",
         "",
@@ -219,10 +221,11 @@ def report():
         "clipping at norm 1 would never act; 0.3 acts on most steps. "
         "Logit-normal t is sigmoid(N(0, 1)). Early stopping is kept: "
         "without it the 4 x 256 GELU recipe lost 0.12 / 0.09 nats in 10-D "
-        "(seeds 0 / 1), where the model overfits late and the held-out "
-        "score (8 rk4 steps, one Hutchinson probe above 3 features) then "
-        "chose a later, worse checkpoint; it gained 0.01 on 8 Gaussians "
-        "only on seed 1, where training had stopped at 6,080 steps.",
+        "(seeds 0 / 1), where the model starts to overfit at about half "
+        "of its steps and the last weights are the overfitted ones; it "
+        "gained 0.01 on 8 Gaussians only on seed 1, where training had "
+        "stopped at 6,080 steps (see `checkpoint_selection.md` for how "
+        "the held-out score picks checkpoints).",
         "",
         *table,
         "",
