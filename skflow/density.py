@@ -76,8 +76,9 @@ def _fourier_scale(n_features: int) -> float:
 
 
 # max_iter="auto": this many steps per square root of the number of rows,
-# within these bounds. 70 keeps the default fit of 10,000 rows x 2 near a
-# minute on 2 CPU cores with the 4 x 256 network (58 to 61 s measured);
+# within these bounds. 70 keeps the default fit of 10,000 rows x 2 under a
+# minute on 2 CPU cores with the 4 x 256 network (35 to 47 s measured with
+# 0.3.1's fused Adam step, 58 to 61 s with 0.3.0 on a slower day);
 # 8,000 steps instead of 7,000 gained at most 0.004 nats of test KL in the
 # recipe ablation.
 _AUTO_STEPS_PER_SQRT_ROW = 70
@@ -114,11 +115,14 @@ def _standardize(
     return mean, scale, constant
 
 
-# Early stopping scores at most this many held-out rows (enough to rank
-# checkpoints: their differences are paired on the same rows), by this many
-# rk4 steps, with the exact divergence up to this many features and one
-# fixed Hutchinson probe above: each check costs about as much as 10
-# training steps in 2-D.
+# Early stopping scores at most this many held-out rows, by this many rk4
+# steps, with the exact divergence up to this many features and one fixed
+# Hutchinson probe above: a check costs about 20 training steps in 2-D,
+# 25 checks about 7% of a default fit. Checkpoints are compared on the same
+# rows. 8 steps are biased by up to 0.007 nats in 2-D, more as the field
+# sharpens (4 steps by 0.01 and more), and kept the checkpoint dopri5 would
+# in 3 of 5 runs; the rows' noise (0.004 to 0.007 nats on 8 Gaussians)
+# matters more (benchmarks/results/checkpoint_selection.md).
 _VALIDATION_MAX_ROWS = 512
 _VALIDATION_STEPS = 8
 _VALIDATION_EXACT_UP_TO = 3

@@ -8,7 +8,7 @@ import torch
 from scipy.stats import poisson
 
 from skflow import FlowMatchingDensity
-from skflow._training import train_vector_field
+from skflow._training import _adam, train_vector_field
 from skflow.nets import VectorField
 from skflow.paths import make_path
 
@@ -71,6 +71,41 @@ def test_without_patience_training_runs_to_max_iter_keeping_the_best():
     assert len(losses) == 30 and validation == scores
     kept = trained.state_dict()["mlp.0.weight"]
     torch.testing.assert_close(kept, seen[1]["mlp.0.weight"])
+
+
+def test_adam_is_fused_and_makes_the_default_update():
+    torch.manual_seed(0)
+    fields = [VectorField(2, (8,)).double() for _ in range(2)]
+    fields[1].load_state_dict(fields[0].state_dict())
+    fused = _adam(fields[0].parameters(), 1e-2)
+    plain = torch.optim.Adam(fields[1].parameters(), lr=1e-2)
+    assert fused.defaults["fused"] and not plain.defaults["fused"]
+    for _ in range(5):
+        t, x = torch.rand(32, 1, dtype=torch.float64), torch.randn(32, 2).double()
+        for field, optimizer in zip(fields, (fused, plain), strict=True):
+            optimizer.zero_grad()
+            field(t, x).square().mean().backward()
+            optimizer.step()
+    # The same float64 arithmetic up to the order of operations.
+    for kept, reference in zip(*(f.parameters() for f in fields), strict=True):
+        torch.testing.assert_close(kept, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_adam_falls_back_where_the_device_has_no_fused_kernel(monkeypatch):
+    original = torch.optim.Adam
+
+    def adam_without_fused_kernel(params, lr, fused=None):
+        params = list(params)  # as torch's Adam, which fails after that
+        if fused:
+            raise RuntimeError("`fused=True` requires ... supported devices")
+        return original(params, lr=lr)
+
+    monkeypatch.setattr(torch.optim, "Adam", adam_without_fused_kernel)
+    field = VectorField(2, (8,))
+    optimizer = _adam(field.parameters(), 1e-2)
+    assert not optimizer.defaults["fused"]
+    # The parameters survived the failed first attempt.
+    assert len(optimizer.param_groups[0]["params"]) == len(list(field.parameters()))
 
 
 def test_validation_split_is_held_out_and_scored():
