@@ -4,17 +4,19 @@ Early stopping scores the averaged weights about 25 times per fit on at
 most 512 held-out rows, by 8 fixed rk4 steps (one Hutchinson probe above 3
 features), and keeps the best. This script fits the default recipe on each
 known-density set with a patience longer than the fit, so that every
-checkpoint is kept, then scores every checkpoint by:
+checkpoint is kept, then records for every checkpoint:
 
-- ``rk4-8``: the training-time score above (what the fit used);
-- ``rk4-16 exact``: 16 rk4 steps, exact divergence, on the same rows;
-- ``dopri5 exact``: the adaptive solver (rtol = atol = 1e-5), exact
-  divergence, on the same rows: the held-out log-likelihood without
-  discretisation bias or probe noise;
-- the test KL(p || q) on fresh points (the truth the criteria stand in for).
+- the log density of each held-out row, as the fit scores them;
+- the log density of 2,048 fresh rows from the true density (8 rk4 steps,
+  exact divergence): what a larger held-out split would give;
+- the test KL(p || q) on fresh points (the truth the rules stand in for).
 
-It then replays early stopping (patience 10 checks, or none) with each
-criterion and reports the test KL of the checkpoint each rule keeps.
+The report replays early stopping on those rows with each rule of
+``RULES`` (keep the best, or the latest within k standard errors of it)
+and gives the test KL of the checkpoint each keeps. A first pass of the
+script, kept in ``results/checkpoint_selection_solvers.jsonl``, scored the
+held-out rows by 8 and 16 rk4 steps and by dopri5 instead; the report
+shows it too.
 
     python benchmarks/checkpoint_selection.py --shard 0/2 &
     python benchmarks/checkpoint_selection.py --shard 1/2
