@@ -25,6 +25,14 @@ def test_auto_max_iter_grows_with_the_square_root_of_the_rows():
     assert est._max_iter(10**8) == 20_000
 
 
+def test_auto_max_iter_keeps_25_validation_checks_at_its_floor():
+    X = np.random.RandomState(0).normal(size=(50, 2))
+    est = FlowMatchingDensity(**TINY, n_iter_no_change=1000).fit(X)
+    # 2000 steps, one check every 80: short fits get fewer, auto ones not.
+    assert est.n_iter_ == 2000
+    assert len(est.validation_scores_) == 25
+
+
 def _scripted_training(scores, n_iter_no_change):
     """Train with a validation 'score' read from ``scores``; record the weights."""
     torch.manual_seed(0)
@@ -117,8 +125,9 @@ def test_validation_split_is_held_out_and_scored():
     est = FlowMatchingDensity(
         **TINY, max_iter=200, validation_fraction=0.2, n_iter_no_change=1000
     ).fit(X)
-    # About 25 checks, each a mean log density of 60 held-out rows.
-    assert len(est.validation_scores_) == 25
+    # A short fit is checked every 80 steps and at its last (80, 160,
+    # 200), each check a mean log density of 60 held-out rows.
+    assert len(est.validation_scores_) == 3
     assert all(np.isfinite(est.validation_scores_))
     assert est.n_iter_ == 200
     no_split = FlowMatchingDensity(**TINY, max_iter=200, validation_fraction=0).fit(X)
