@@ -3,6 +3,8 @@
 Minibatches, times and noise all come from one ``torch.Generator``, so a
 seed fixes the whole run. The returned network is an exponential moving
 average (EMA) of the trained weights, which is what scoring and sampling use.
+The constants of the loop come from the caller (the estimator's recipe,
+``skflow._recipe.Recipe``).
 """
 
 from __future__ import annotations
@@ -17,35 +19,44 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .paths import ProbabilityPath
+from ._early_stopping import BestWeights
+from ._paths import ProbabilityPath
 
-__all__ = ["train_vector_field"]
+__all__ = ["TIME_SAMPLERS", "train_vector_field"]
 
-# The EMA decay is warmed up as (1 + step) / (10 + step) to this cap, which
-# it reaches only after 8,990 steps: most fits average about their last
-# ninth of steps.
-EMA_DECAY = 0.999
-WARMUP_FRACTION = 0.05
 # The losses are checked for NaN/inf every this many steps: one host sync
 # per check instead of one per step.
-FINITE_CHECK_EVERY = 50
-# Training times t = u^(1 / (1 + a)) with u uniform: a > 0 puts more of them
-# near the data end (t = 1), where the field is sharpest and small errors
-# of its Jacobian add up in the log density (the DINGO / FMPE codes use
-# this). a = 1 lowered the test KL on all four benchmark sets.
-TIME_SKEW = 1.0
-# Gradient-norm clipping, for the recipe ablation; None: no clipping.
-GRADIENT_CLIP_NORM = None
+_FINITE_CHECK_EVERY = 50
 
 
-def _draw_times(uniform: Callable, normal: Callable, n: int) -> torch.Tensor:
-    """Training times t = u^(1 / (1 + TIME_SKEW)) of shape (n, 1)."""
-    return uniform(n, 1) ** (1.0 / (1.0 + TIME_SKEW))
+def _power_times(uniform: Callable, normal: Callable, n: int, skew: float):
+    """t = u^(1 / (1 + skew)), u uniform: skew > 0 favours the data end."""
+    return uniform(n, 1) ** (1.0 / (1.0 + skew))
 
 
-def _learning_rate_factor(max_iter: int):
+def _logit_normal_times(uniform: Callable, normal: Callable, n: int, skew: float):
+    """t = sigmoid(N(0, 1)), as in Esser et al. (2024); ``skew`` is unused."""
+    return torch.sigmoid(normal(n, 1))
+
+
+def _stratified_times(uniform: Callable, normal: Callable, n: int, skew: float):
+    """One uniform shift of an even grid (one t per stratum), then skewed."""
+    shift = uniform(1, 1)
+    grid = torch.arange(n, dtype=shift.dtype, device=shift.device).unsqueeze(1) / n
+    return ((shift + grid) % 1.0) ** (1.0 / (1.0 + skew))
+
+
+# name: draw(uniform, normal, n, skew) -> times of shape (n, 1)
+TIME_SAMPLERS = {
+    "power": _power_times,
+    "logit-normal": _logit_normal_times,
+    "stratified": _stratified_times,
+}
+
+
+def _learning_rate_factor(max_iter: int, warmup_fraction: float):
     """Linear warm-up, then cosine decay to zero (a one-cycle schedule)."""
-    warmup = max(1, int(WARMUP_FRACTION * max_iter))
+    warmup = max(1, int(warmup_fraction * max_iter))
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -57,13 +68,8 @@ def _learning_rate_factor(max_iter: int):
 
 
 def _adam(parameters, learning_rate: float) -> torch.optim.Adam:
-    """Adam, with its fused kernel wherever the device has one.
-
-    The fused step is the same update in one kernel: on a 2-core CPU it
-    takes 0.22 ms instead of 0.64 ms for the default 4 x 256 network,
-    about 5% of a training step. Devices without the kernel get the
-    default implementation.
-    """
+    """Adam, with its fused kernel wherever the device has one (the same
+    update in one kernel); devices without it get the default one."""
     parameters = list(parameters)
     try:
         return torch.optim.Adam(parameters, lr=learning_rate, fused=True)
@@ -74,43 +80,97 @@ def _adam(parameters, learning_rate: float) -> torch.optim.Adam:
 class _ExponentialMovingAverage:
     """EMA of a module's parameters, with the usual warm-up of the decay.
 
-    The decay grows as (1 + step) / (10 + step) up to EMA_DECAY, so short
-    runs are not dominated by the initial weights.
+    The decay grows as (1 + step) / (10 + step) up to ``max_decay``, so
+    short runs are not dominated by the initial weights.
     """
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, max_decay: float) -> None:
         self.module = copy.deepcopy(module).requires_grad_(False)
+        self.max_decay = max_decay
 
     @torch.no_grad()
     def update(self, module: nn.Module, step: int) -> None:
-        decay = min(EMA_DECAY, (1 + step) / (10 + step))
+        decay = min(self.max_decay, (1 + step) / (10 + step))
         averaged = list(self.module.parameters())
         current = list(module.parameters())
         torch._foreach_lerp_(averaged, current, 1.0 - decay)
 
 
-class _BestWeights:
-    """The best-scoring weights so far, and when to stop waiting for better."""
+class _Minibatches:
+    """Draws ``(t, x_t, u_t)``: weighted rows, noise paired by the path, times.
 
-    def __init__(self, n_iter_no_change: int | None) -> None:
-        self.n_iter_no_change = n_iter_no_change
-        self.scores: list[float] = []
-        self.state: dict | None = None
-        self.best = -math.inf
-        self.n_no_change = 0
+    Draws are made in float32 whatever the dtype, so that float32 and
+    float64 fits with one seed see the same minibatches, times and noise.
+    The data may stay on the CPU (too large for an accelerator): then each
+    minibatch is gathered there and copied to the weights' device.
+    """
 
-    def offer(self, module: nn.Module, score: float) -> bool:
-        """Keep module's weights if score is the best; True means stop."""
-        self.scores.append(score)
-        if score > self.best:
-            self.best, self.n_no_change = score, 0
-            self.state = copy.deepcopy(module.state_dict())
-        else:
-            self.n_no_change += 1
-        return (
-            self.n_iter_no_change is not None
-            and self.n_no_change >= self.n_iter_no_change
-        )
+    def __init__(
+        self,
+        path: ProbabilityPath,
+        data: torch.Tensor,
+        sample_weight: torch.Tensor,
+        *,
+        batch_size: int,
+        generator: torch.Generator,
+        dequantize: torch.Tensor | None,
+        time_sampling: str,
+        time_skew: float,
+    ) -> None:
+        self.path, self.data, self.batch_size = path, data, batch_size
+        self.generator, self.dequantize = generator, dequantize
+        self.device = sample_weight.device
+        self.cumulative_weight = torch.cumsum(sample_weight.to(data.dtype), 0)
+        self.total_weight = self.cumulative_weight[-1]
+        self.draw_times = TIME_SAMPLERS[time_sampling]
+        self.time_skew = time_skew
+
+    def uniform(self, *shape: int) -> torch.Tensor:
+        draw = torch.rand(*shape, generator=self.generator, device=self.device)
+        return draw.to(self.data.dtype)
+
+    def normal(self, *shape: int) -> torch.Tensor:
+        draw = torch.randn(*shape, generator=self.generator, device=self.device)
+        return draw.to(self.data.dtype)
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n, (n_rows, n_features) = self.batch_size, self.data.shape
+        rows = torch.searchsorted(
+            self.cumulative_weight, self.uniform(n) * self.total_weight, right=True
+        ).clamp_(max=n_rows - 1)
+        x1 = self.data[rows.to(self.data.device)].to(self.device, non_blocking=True)
+        if self.dequantize is not None:
+            x1 = x1 + self.uniform(n, n_features) * self.dequantize
+        x0 = self.path.couple(self.normal(n, n_features), x1)
+        t = self.draw_times(self.uniform, self.normal, n, self.time_skew)
+        x_t, u_t = self.path.interpolate(x0, x1, t, self.normal(n, n_features))
+        return t, x_t, u_t
+
+
+class _Progress:
+    """verbose 1: a bar on standard error with the loss, refreshed about 100
+    times; 2 and more: a line with the loss about 10 times; 0: silence.
+    The loss reaches the host only when shown: one sync per report."""
+
+    def __init__(self, max_iter: int, verbose: int) -> None:
+        self.max_iter, self.verbose = max_iter, verbose
+        self.every = max(1, max_iter // (100 if verbose == 1 else 10))
+        self.bar = tqdm(total=max_iter, desc="fit", unit="step", disable=verbose != 1)
+        self.start = time.perf_counter()
+
+    def update(self, n_steps_done: int, loss: torch.Tensor) -> None:
+        self.bar.update()
+        if n_steps_done % self.every and n_steps_done != self.max_iter:
+            return
+        if self.verbose == 1:
+            self.bar.set_postfix(loss=f"{loss.item():.4f}")
+        elif self.verbose > 1:
+            elapsed = time.perf_counter() - self.start
+            print(
+                f"[skflow] step {n_steps_done}/{self.max_iter}, "
+                f"loss {loss.item():.4f}, {elapsed:.1f} s",
+                flush=True,
+            )
 
 
 def train_vector_field(
@@ -127,6 +187,11 @@ def train_vector_field(
     validation_score: Callable[[nn.Module], float] | None = None,
     validation_every: int = 100,
     n_iter_no_change: int | None = None,
+    warmup_fraction: float = 0.05,
+    ema_decay: float = 0.999,
+    time_sampling: str = "power",
+    time_skew: float = 0.0,
+    gradient_clip_norm: float | None = None,
     verbose: int = 0,
 ) -> tuple[nn.Module, list[float], list[float]]:
     """Regress ``field`` on the path's targets by minibatch flow matching.
@@ -152,14 +217,15 @@ def train_vector_field(
         (in standardized units; 0 for columns left as they are), or None.
     validation_score : callable, default=None
         ``validation_score(module)``, higher is better: the averaged
-        weights are scored every ``validation_every`` steps and the best
-        ones are returned.
+        weights are scored every ``validation_every`` steps and at the
+        last, and the best ones are returned.
     n_iter_no_change : int, default=None
         Stop when that many validation scores in a row did not improve on
         the best; None trains for ``max_iter`` steps.
+    warmup_fraction, ema_decay, time_sampling, time_skew, gradient_clip_norm
+        The recipe's constants (see ``skflow._recipe.Recipe``).
     verbose : int
-        1: a progress bar (on standard error) with the loss; 2 and more: a
-        line with the loss about ten times during training; 0: silence.
+        Progress reports (see ``_Progress``).
 
     Returns
     -------
@@ -172,86 +238,56 @@ def train_vector_field(
         step, which stops the loop with a warning and keeps the average so
         far. An interrupt before any step completes propagates.
     validation_scores : list of float
-        The validation scores, one per ``validation_every`` steps.
+        The validation scores, one per check.
 
     Raises
     ------
     FloatingPointError
         If the loss or the averaged weights become NaN or infinite.
     """
-    # The field's device; the data may stay on the CPU (too large for an
-    # accelerator), and then each minibatch is gathered there and copied.
-    device = sample_weight.device
-    dtype = data.dtype
-    n_samples, n_features = data.shape
-    cumulative_weight = torch.cumsum(sample_weight.to(dtype), 0)
-    total_weight = cumulative_weight[-1]
-
+    minibatches = _Minibatches(
+        path,
+        data,
+        sample_weight,
+        batch_size=batch_size,
+        generator=generator,
+        dequantize=dequantize,
+        time_sampling=time_sampling,
+        time_skew=time_skew,
+    )
     optimizer = _adam(field.parameters(), learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _learning_rate_factor(max_iter)
+        optimizer, _learning_rate_factor(max_iter, warmup_fraction)
     )
-    ema = _ExponentialMovingAverage(field)
+    ema = _ExponentialMovingAverage(field, ema_decay)
     # Losses stay on the device until the end: no host sync on every step.
-    losses = torch.empty(max_iter, dtype=dtype, device=device)
-    # The bar's loss is refreshed about 100 times, printed lines about 10.
-    report_every = max(1, max_iter // (100 if verbose == 1 else 10))
-    start = time.perf_counter()
-
-    # Draws are made in float32 whatever the dtype, so that float32 and
-    # float64 fits with one seed see the same minibatches, times and noise.
-    def uniform(*shape):
-        return torch.rand(*shape, generator=generator, device=device).to(dtype)
-
-    def normal(*shape):
-        return torch.randn(*shape, generator=generator, device=device).to(dtype)
-
-    best = _BestWeights(n_iter_no_change)
+    losses = torch.empty(max_iter, dtype=data.dtype, device=sample_weight.device)
+    best = BestWeights(n_iter_no_change)
+    progress = _Progress(max_iter, verbose)
     field.train()
     n_steps_done = 0
-    bar = tqdm(total=max_iter, desc="fit", unit="step", disable=verbose != 1)
     try:
         for step in range(max_iter):
-            rows = torch.searchsorted(
-                cumulative_weight, uniform(batch_size) * total_weight, right=True
-            ).clamp_(max=n_samples - 1)
-            x1 = data[rows.to(data.device)].to(device, non_blocking=True)
-            if dequantize is not None:
-                x1 = x1 + uniform(batch_size, n_features) * dequantize
-            x0 = path.couple(normal(batch_size, n_features), x1)
-            t = _draw_times(uniform, normal, batch_size)
-            x_t, u_t = path.interpolate(x0, x1, t, normal(batch_size, n_features))
+            t, x_t, u_t = minibatches()
             loss = (field(t, x_t) - u_t).square().mean()
-
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if GRADIENT_CLIP_NORM is not None:
-                nn.utils.clip_grad_norm_(field.parameters(), GRADIENT_CLIP_NORM)
+            if gradient_clip_norm is not None:
+                nn.utils.clip_grad_norm_(field.parameters(), gradient_clip_norm)
             optimizer.step()
             scheduler.step()
             ema.update(field, step)
             losses[step] = loss.detach()
             n_steps_done = step + 1
 
-            if n_steps_done % FINITE_CHECK_EVERY == 0:
+            if n_steps_done % _FINITE_CHECK_EVERY == 0:
                 _check_finite_losses(losses[:n_steps_done], learning_rate)
             if validation_score is not None and (
                 n_steps_done % validation_every == 0 or n_steps_done == max_iter
             ):
                 if best.offer(ema.module, validation_score(ema.module)):
                     break
-            bar.update()
-            if n_steps_done % report_every == 0 or n_steps_done == max_iter:
-                # The loss reaches the host only here: one sync per report.
-                if verbose == 1:
-                    bar.set_postfix(loss=f"{loss.item():.4f}")
-                elif verbose > 1:
-                    elapsed = time.perf_counter() - start
-                    print(
-                        f"[skflow] step {n_steps_done}/{max_iter}, "
-                        f"loss {loss.item():.4f}, {elapsed:.1f} s",
-                        flush=True,
-                    )
+            progress.update(n_steps_done, loss)
     except KeyboardInterrupt:
         if n_steps_done == 0:
             raise
@@ -262,7 +298,7 @@ def train_vector_field(
             stacklevel=3,
         )
     finally:
-        bar.close()
+        progress.bar.close()
     losses = losses[:n_steps_done]
     _check_finite_losses(losses, learning_rate)
     if not all(torch.isfinite(p).all() for p in ema.module.parameters()):

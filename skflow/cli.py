@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from ._docstrings import numpydoc_section
+from ._ode import SolveFailedError
 from ._version import __version__
 from .density import FlowMatchingDensity
-from .ode import SolveFailedError
 from .persistence import load, save
 
 __all__ = ["main"]

@@ -13,12 +13,7 @@ import torch
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.utils import check_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import (
-    _check_sample_weight,
-    check_is_fitted,
-    validate_data,
-)
-from tqdm import tqdm
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import (
     DTYPES,
@@ -32,194 +27,29 @@ from ._device import (
     to_tensor,
     training_data_device,
 )
-from ._training import train_vector_field
-from .nets import VectorField
-from .ode import (
-    DIVERGENCES,
-    MAX_EVALUATIONS,
-    SOLVERS,
-    SolveFailedError,
-    SolveStats,
-    check_solver,
-    integrate,
-    log_likelihood,
+from ._early_stopping import HeldOutScore, held_out_rows
+from ._inference import (
+    chunks,
+    rows_per_chunk,
+    score_chunk,
+    solver_statistics,
+    warn_about_failures,
 )
-from .paths import PATHS, make_path
+from ._nets import VectorField
+from ._ode import DIVERGENCES, SOLVERS, check_solver, integrate
+from ._paths import PATHS, make_path
+from ._preprocessing import (
+    check_sample_weight,
+    dequantized,
+    integer_columns,
+    log_jacobian,
+    standardize,
+    to_data_units,
+)
+from ._recipe import Recipe
+from ._training import train_vector_field
 
 __all__ = ["FlowMatchingDensity"]
-
-# "auto" inference chunks hold at most this many numbers in their largest
-# tensor (rows x directions x width). On a CPU, 2^20 (4 MiB in float32) keeps
-# a chunk's tensors in cache: measured 1.3x faster per row than 2^23. GPUs
-# want large launches.
-_CPU_CHUNK_ELEMENTS = 2**20
-_ACCELERATOR_CHUNK_ELEMENTS = 2**25
-
-# Random Fourier features of z (skflow.nets.FourierFeatures): this many,
-# with frequencies of standard deviation 4 in 1 or 2 dimensions, falling as
-# d^-1.5 above (0.36 at d = 10, 0.02 at d = 64). They cut the test KL from
-# 0.33 to 0.10 on a checkerboard and from 0.50 to 0.05 on two spirals;
-# twice this scale hurt, most in 10-D (benchmarks/results/recipe_ablation.md).
-FOURIER_FEATURES = 128
-FOURIER_SCALE_FACTOR = 1.0
-
-
-# The hidden layers' activation: with 4 x 256, GELU cut the test KL on a
-# checkerboard from 0.090 / 0.092 to 0.080 / 0.079 (seeds 0 / 1) and was
-# within the seeds' noise of SiLU elsewhere; tanh was worse everywhere
-# (benchmarks/results/recipe_ablation.md).
-ACTIVATION = "gelu"
-
-
-def _fourier_scale(n_features: int) -> float:
-    return FOURIER_SCALE_FACTOR * 4.0 * min(1.0, 2.0 / n_features) ** 1.5
-
-
-# max_iter="auto": this many steps per square root of the number of rows,
-# within these bounds. 70 keeps the default fit of 10,000 rows x 2 under a
-# minute on 2 CPU cores with the 4 x 256 network (35 to 47 s measured with
-# 0.3.1's fused Adam step, 58 to 61 s with 0.3.0 on a slower day);
-# 8,000 steps instead of 7,000 gained at most 0.004 nats of test KL in the
-# recipe ablation.
-_AUTO_STEPS_PER_SQRT_ROW = 70
-_AUTO_STEPS = (2000, 20000)
-
-
-def _standardize(
-    X: np.ndarray,
-    sample_weight: np.ndarray,
-    dequantized: np.ndarray,
-    block_rows: int = 2**16,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted column means and standard deviations; 1 for constant columns.
-
-    Returns the means, the scales and the mask of constant columns. Columns
-    in the ``dequantized`` mask are standardized as X + U, U ~ U[0, 1): their
-    mean moves by 1/2 and their variance grows by 1/12. Sums run over blocks
-    of rows, so no temporary copy of X is ever made.
-    """
-    blocks = [
-        slice(start, start + block_rows) for start in range(0, len(X), block_rows)
-    ]
-    total = sample_weight.sum()
-    mean = sum(sample_weight[rows] @ X[rows] for rows in blocks) / total
-    variance = (
-        sum(sample_weight[rows] @ (X[rows] - mean) ** 2 for rows in blocks) / total
-    )
-    mean = mean + 0.5 * dequantized
-    variance = variance + dequantized / 12.0
-    scale = np.sqrt(variance)
-    # As StandardScaler: a column constant up to round-off is left unscaled.
-    constant = (scale < 10 * np.finfo(scale.dtype).eps * np.abs(mean)) | (scale == 0)
-    scale[constant] = 1.0
-    return mean, scale, constant
-
-
-# Early stopping scores at most this many held-out rows, by this many rk4
-# steps, with the exact divergence up to this many features and one fixed
-# Hutchinson probe above: a check costs about 20 training steps in 2-D,
-# 25 checks about 7% of a default fit. Checkpoints are compared on the same
-# rows. 8 steps are biased by up to 0.007 nats in 2-D, more as the field
-# sharpens (4 steps by 0.01 and more), and kept the checkpoint dopri5 would
-# in 3 of 5 runs; the rows' noise (0.004 to 0.007 nats on 8 Gaussians)
-# matters more (benchmarks/results/checkpoint_selection.md).
-_VALIDATION_MAX_ROWS = 512
-_VALIDATION_STEPS = 8
-_VALIDATION_EXACT_UP_TO = 3
-_VALIDATION_CHECKS = 25
-# ... but at most one check per this many steps, so that short fits (a
-# quick grid search's 400 steps, say) are not mostly checks: 25 checks took
-# 1 to 2 times the training time of a 400-step 2 x 64 fit. max_iter="auto"
-# never takes fewer than 2,000 steps, so its fits keep all 25 checks.
-_VALIDATION_MIN_STEPS_BETWEEN = 80
-
-
-def _integer_columns(X: np.ndarray) -> np.ndarray:
-    """Mask of the columns whose every value is a whole number.
-
-    From 2^52 on, float64 has no fractional bits left, so every value there
-    is whole whatever the data mean: such a column is not taken as discrete.
-    """
-    return np.array(
-        [
-            np.array_equal(column, np.floor(column)) and np.all(np.abs(column) < 2**52)
-            for column in X.T
-        ]
-    )
-
-
-def _validation_every(max_iter: int) -> int:
-    """Steps between two validation checks: about 25 checks per fit, fewer
-    in fits shorter than 2,000 steps; the last step is always checked."""
-    return max(_VALIDATION_MIN_STEPS_BETWEEN, max_iter // _VALIDATION_CHECKS)
-
-
-def _validation_log_likelihood(z, weights, path, dequantize, generator):
-    """``score(field)``: the weighted mean log density of the rows ``z``.
-
-    Solved by a few fixed rk4 steps: cheap, and the same discretisation at
-    every check, so the scores rank checkpoints even where they are biased.
-    Dequantization noise and Hutchinson probes are drawn once, here.
-    """
-    n, d = z.shape
-    if dequantize is not None:
-        z = (
-            z
-            + torch.rand(z.shape, generator=generator, device=z.device).to(z.dtype)
-            * dequantize
-        )
-    probes = None
-    if d > _VALIDATION_EXACT_UP_TO:
-        signs = torch.randint(0, 2, (n, 1, d), generator=generator, device=z.device)
-        probes = (2 * signs - 1).to(z.dtype)
-    weights = weights / weights.sum()
-
-    def score(field) -> float:
-        log_density, _ = log_likelihood(
-            field,
-            z,
-            path.log_base_density,
-            solver="rk4",
-            n_steps=_VALIDATION_STEPS,
-            probes=probes,
-        )
-        return float(weights.double() @ log_density)
-
-    return score
-
-
-# A row on which the adaptive solver gives up is scored by this many rk4
-# steps: bounded time, and a number where there would be none.
-_FALLBACK_STEPS = 64
-
-
-def _solve_isolating_failures(solve, *, n_rows: int, solver: dict, start: int = 0):
-    """Yield ``(rows, result, fell_back)`` from ``solve(rows, **solver)`` over n_rows.
-
-    Adaptive solvers share their steps across rows, so one row whose solve
-    fails (a state that overflows, a stiff trajectory) fails its whole
-    chunk. A failed chunk is split in halves, down to the single rows that
-    fail on their own, and only those are solved again by a fixed-step rk4:
-    the other rows keep their adaptive, accurate solve.
-    """
-    rows = slice(start, start + n_rows)
-    try:
-        result = solve(rows, **solver)
-    except SolveFailedError:
-        result = None
-    if result is not None:
-        yield rows, *result, False
-    elif n_rows == 1:
-        fallback = {**solver, "solver": "rk4", "n_steps": _FALLBACK_STEPS}
-        yield rows, *solve(rows, **fallback), True
-    else:
-        half = n_rows // 2
-        yield from _solve_isolating_failures(
-            solve, n_rows=half, solver=solver, start=start
-        )
-        yield from _solve_isolating_failures(
-            solve, n_rows=n_rows - half, solver=solver, start=start + half
-        )
 
 
 @contextlib.contextmanager
@@ -266,8 +96,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
           points, blurred by Gaussian noise of standard deviation ``sigma``.
         - ``"ot-cfm"``: as ``"icfm"``, with noise and data re-paired inside
           each minibatch, in blocks of 128 rows, by exact optimal transport
-          (straighter paths, slower training steps: about twice a plain
-          one at the default batch size).
+          (straighter paths; slower training steps).
         - ``"vp"``: the trigonometric variance-preserving path, blurred by
           ``sigma`` like ``"icfm"``.
 
@@ -286,8 +115,9 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
 
     max_iter : int or "auto", default="auto"
         Largest number of optimizer steps (minibatches) of training; early
-        stopping may take fewer. ``"auto"`` takes 70 sqrt(n_samples) steps,
-        clipped to [2000, 20000]: 7,000 for 10,000 rows.
+        stopping may take fewer. ``"auto"`` grows with the square root of
+        the number of rows, between a floor and a cap: 70 sqrt(n_samples)
+        steps, clipped to [2000, 20000].
 
     batch_size : int, default=512
         Number of rows in each minibatch; rows are drawn with replacement,
@@ -300,10 +130,10 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
     validation_fraction : float, default=0.1
         Fraction of the rows (at most 512 of them) held out of training
         to choose the weights by their log-likelihood: the averaged weights
-        are scored about 25 times during training (every 80 steps and at
-        the last one in fits shorter than 2,000 steps), by 8 rk4 steps
-        (with one fixed Hutchinson probe above 3 features), and the best
-        ones are kept. 0 trains on every row and keeps the last weights.
+        are scored 25 times during training (every 80 steps and at the last
+        one in fits shorter than 2,000 steps) by a cheap fixed-step solve,
+        and the best ones are kept. 0 trains on every row and keeps the
+        last weights.
 
     n_iter_no_change : int or None, default=10
         Stop training when that many validation scores in a row have not
@@ -339,11 +169,9 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         Relative tolerance of an adaptive solver.
 
     atol : float, default=1e-6
-        Absolute tolerance of an adaptive solver. With ``dopri5`` in float32,
-        ``rtol = atol = 1e-6`` gave mean absolute errors of 2.8e-5 to
-        1.2e-4 nats (2 to 64 features) against a float64 solve at 1e-9
-        (``benchmarks/likelihood_engine.py``); 1e-5, tried while choosing
-        the default, gave up to 1.5e-3.
+        Absolute tolerance of an adaptive solver. The errors of the log
+        densities that the defaults give are measured against a float64
+        solve in the user guide (``benchmarks/likelihood_engine.py``).
 
     divergence : {"exact", "hutchinson"}, default="exact"
         How the divergence of the field is computed in the likelihood:
@@ -361,8 +189,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         :meth:`sample`; memory is bounded by one chunk's ODE state, however
         many rows are scored. ``"auto"`` bounds the largest tensor of a
         chunk (rows x directions x widest layer) to 2^20 numbers on the CPU,
-        sized to stay in cache (256 rows at 16 features and width 256, exact
-        divergence; 4,096 rows for sampling), and to 2^25 on accelerators.
+        to stay in cache, and to 2^25 on accelerators.
 
     device : str or torch.device, default="auto"
         Where the network is trained and evaluated: ``"auto"`` picks CUDA,
@@ -413,9 +240,9 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         everything another solver needs: ``log p(x) = log p_z(z) -
         sum(log(scale_))``.
 
-    path_ : skflow.paths.ProbabilityPath
-        The path the field was trained on; its ``log_base_density`` and
-        ``sample_base`` are the t = 0 marginal.
+    path_ : object
+        The path the field was trained on; its ``log_base_density(z)`` and
+        ``sample_base`` are the t = 0 marginal (the class is private).
 
     device_ : torch.device
         The device the field lives on.
@@ -479,6 +306,10 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
     >>> est.sample(5, random_state=0).shape
     (5, 2)
     """
+
+    # Every training constant that is not a parameter. Studies subclass the
+    # estimator with another Recipe (see skflow/_recipe.py).
+    _recipe: ClassVar[Recipe] = Recipe()
 
     _parameter_constraints: ClassVar[dict] = {
         "path": [StrOptions(set(PATHS))],
@@ -595,9 +426,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
 
     def _fit(self, X, sample_weight):
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
-        sample_weight = _check_sample_weight(
-            sample_weight, X, dtype=np.float64, ensure_non_negative=True
-        )
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
         hidden_layer_sizes = self._check_hidden_layer_sizes()
         device = resolve_device(self.device)
         dtype = DTYPES[self.dtype]
@@ -605,67 +434,27 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         check_solver(self.solver, self.n_steps)
 
         X = X.astype(np.float64, copy=False)
-        integer_columns = np.zeros(X.shape[1], dtype=bool)
-        if self.dequantize:
-            integer_columns = _integer_columns(X)
-        with np.errstate(over="ignore", invalid="ignore"):
-            mean, scale, constant = _standardize(X, sample_weight, integer_columns)
-        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
-            raise ValueError(
-                "X has values too large to standardize: a column's mean or "
-                "variance overflows float64. Rescale X (e.g. divide it by "
-                "its largest absolute value)."
-            )
-        if constant.any():
-            warnings.warn(
-                f"Feature(s) {np.flatnonzero(constant).tolist()} are constant "
-                "in X: the model puts a spike of width about sigma "
-                f"({self.sigma:g}, in their units) there, so log densities "
-                "are large and depend on sigma. Drop constant features that "
-                "carry no information.",
-                UserWarning,
-                stacklevel=4,  # _fit, fit, sklearn's _fit_context, caller
-            )
+        mean, scale, discrete = self._standardization(X, sample_weight)
         n_bytes = X.size * torch.finfo(dtype).bits // 8
-        data_device = training_data_device(n_bytes, device)
-        data = standardized_tensor(X, mean, scale, data_device, dtype)
+        data = standardized_tensor(
+            X, mean, scale, training_data_device(n_bytes, device), dtype
+        )
         weights = to_tensor(sample_weight, device, dtype)
-
         rng = np.random.RandomState(draw_seed(self.random_state))
         init_seed, train_seed, probe_seed = (draw_seed(rng) for _ in range(3))
         path = make_path(self.path, self.sigma)
-        dequantize = None
-        if integer_columns.any():
-            dequantize = to_tensor(integer_columns / scale, device, dtype)
+        dequantize = (
+            to_tensor(discrete / scale, device, dtype) if discrete.any() else None
+        )
         max_iter = self._max_iter(len(X))
-        # Held-out rows get weight 0: the sampler never draws them, and the
-        # training tensor needs no copy without them.
-        validation_rows = self._validation_rows(sample_weight, rng)
-        validation_score = None
-        if validation_rows is not None:
-            validation_score = _validation_log_likelihood(
-                data[torch.as_tensor(validation_rows, device=data.device)].to(device),
-                weights[validation_rows],
-                path,
-                dequantize,
-                make_generator(draw_seed(rng), device),
-            )
-            weights[validation_rows] = 0
-        # Initial weights come from a forked global RNG on the CPU, so the
-        # same seed gives the same network on every device.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)
-            field = VectorField(
-                X.shape[1],
-                hidden_layer_sizes,
-                n_fourier_features=FOURIER_FEATURES,
-                fourier_scale=_fourier_scale(X.shape[1]),
-                activation=ACTIVATION,
-            )
-        field = field.to(device=device, dtype=dtype)
-
+        # Held-out rows get weight 0: the sampler never draws them.
+        validation_score = self._held_out_score(
+            data, weights, sample_weight, path, dequantize, rng
+        )
+        field = self._build_field(X.shape[1], hidden_layer_sizes, init_seed)
+        recipe = self._recipe
         field, loss_curve, validation_scores = train_vector_field(
-            field,
+            field.to(device=device, dtype=dtype),
             path,
             data,
             weights,
@@ -675,20 +464,20 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
             generator=make_generator(train_seed, device),
             dequantize=dequantize,
             validation_score=validation_score,
-            validation_every=_validation_every(max_iter),
+            validation_every=recipe.validation_every(max_iter),
             n_iter_no_change=self.n_iter_no_change,
+            warmup_fraction=recipe.warmup_fraction,
+            ema_decay=recipe.ema_decay,
+            time_sampling=recipe.time_sampling,
+            time_skew=recipe.time_skew,
+            gradient_clip_norm=recipe.gradient_clip_norm,
             verbose=self.verbose,
         )
-
-        self.mean_ = mean
-        self.scale_ = scale
-        self.path_ = path
-        self.vector_field_ = field
-        self.device_ = device
+        self.mean_, self.scale_, self.integer_columns_ = mean, scale, discrete
+        self.path_, self.vector_field_, self.device_ = path, field, device
         self.n_iter_ = len(loss_curve)
         self.loss_curve_ = loss_curve
         self.validation_scores_ = validation_scores
-        self.integer_columns_ = integer_columns
         self._probe_seed = probe_seed
         return self
 
@@ -709,62 +498,6 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         return self._log_density(X)
-
-    def _log_density(self, X: np.ndarray) -> np.ndarray:
-        """score_samples on an already validated X."""
-        check_solver(self.solver, self.n_steps)
-        dtype = self._field_dtype()
-        hutchinson = self.divergence == "hutchinson"
-        n_directions = self.n_probes if hutchinson else self.n_features_in_
-        if hutchinson:
-            # Probes are drawn on the CPU, chunk after chunk from one seeded
-            # stream: each row gets the same probes whatever the chunking.
-            probe_generator = make_generator(self._probe_seed, torch.device("cpu"))
-        # Dequantization noise: one seeded stream, chunk after chunk, so
-        # each row's draw does not depend on the chunking either.
-        noise = np.random.default_rng(self._probe_seed)
-        integer_columns = getattr(self, "integer_columns_", None)
-        log_density = np.empty(X.shape[0])
-        evaluations = []
-        n_fallbacks = 0
-        for rows in self._chunks(X.shape[0], n_directions, task="score_samples"):
-            X_rows = X[rows]
-            if integer_columns is not None and integer_columns.any():
-                X_rows = X_rows + integer_columns * noise.random(X_rows.shape)
-            z = to_tensor((X_rows - self.mean_) / self.scale_, self.device_, dtype)
-            probes = None
-            if hutchinson:
-                shape = (z.shape[0], self.n_probes, z.shape[1])
-                signs = torch.randint(0, 2, shape, generator=probe_generator)
-                probes = (2 * signs - 1).to(self.device_, dtype)
-            log_density[rows], chunk_stats, chunk_fallbacks = self._score_chunk(
-                z, probes
-            )
-            evaluations += chunk_stats
-            n_fallbacks += chunk_fallbacks
-        self._record_solver_stats(evaluations)
-        if n_fallbacks:
-            warnings.warn(
-                f"The {self.solver} solver gave up on {n_fallbacks} row(s) "
-                f"after {MAX_EVALUATIONS} field evaluations or a step-size "
-                f"underflow; they were scored with {_FALLBACK_STEPS} fixed rk4 "
-                "steps instead and may be inaccurate (the other rows were not "
-                "affected).",
-                RuntimeWarning,
-                stacklevel=3,  # _log_density, score_samples, caller
-            )
-        not_finite = ~np.isfinite(log_density)
-        if not_finite.any():
-            warnings.warn(
-                f"{not_finite.sum()} row(s) have a log density beyond the range "
-                f"of {self._field_dtype()}: their trajectories overflowed, so "
-                "they are reported as -inf (density 0). dtype='float64' "
-                "reaches further.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            log_density[not_finite] = -np.inf
-        return log_density - np.sum(np.log(self.scale_))
 
     def score(self, X, y=None):
         """Compute the mean log-likelihood of X under the model.
@@ -818,7 +551,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
             dtype=torch.float32,
         )
         samples = np.empty((n_samples, self.n_features_in_))
-        evaluations = []
+        solves = []
         for rows in self._chunks(n_samples, n_directions=1, task="sample"):
             z, stats = integrate(
                 self.vector_field_,
@@ -826,40 +559,119 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
                 **self._solver_options(),
             )
             samples[rows] = to_numpy(z)
-            evaluations.append(stats)
-        self._record_solver_stats(evaluations)
-        samples = samples * self.scale_ + self.mean_
-        integer_columns = getattr(self, "integer_columns_", None)
-        if integer_columns is not None and integer_columns.any():
-            # The discrete model: P(k) is the mass of [k, k + 1).
-            samples[:, integer_columns] = np.floor(samples[:, integer_columns])
-        return samples
+            solves.append(stats)
+        self.solver_stats_ = solver_statistics(solves)
+        return to_data_units(
+            samples, self.mean_, self.scale_, getattr(self, "integer_columns_", None)
+        )
 
-    def _score_chunk(self, z: torch.Tensor, probes: torch.Tensor | None):
-        """Log densities of the standardized rows ``z``, isolating failed solves.
-
-        Returns the log densities (float64 numpy), the stats of each solve,
-        and the number of rows that fell back to fixed steps.
-        """
-
-        def solve(part, **solver):
-            return log_likelihood(
-                self.vector_field_,
-                z[part],
-                self.path_.log_base_density,
-                probes=None if probes is None else probes[part],
-                **solver,
+    def _log_density(self, X: np.ndarray) -> np.ndarray:
+        """score_samples on an already validated X."""
+        check_solver(self.solver, self.n_steps)
+        dtype = self._field_dtype()
+        hutchinson = self.divergence == "hutchinson"
+        n_directions = self.n_probes if hutchinson else self.n_features_in_
+        # Dequantization noise and Hutchinson probes come from seeded
+        # streams read chunk after chunk (probes drawn on the CPU), so each
+        # row's draws depend neither on the chunking nor on the device.
+        noise = np.random.default_rng(self._probe_seed)
+        probe_generator = make_generator(self._probe_seed, torch.device("cpu"))
+        log_density = np.empty(X.shape[0])
+        solves, n_fallbacks = [], 0
+        for rows in self._chunks(X.shape[0], n_directions, task="score_samples"):
+            X_rows = dequantized(
+                X[rows], getattr(self, "integer_columns_", None), noise
             )
+            z = to_tensor((X_rows - self.mean_) / self.scale_, self.device_, dtype)
+            probes = None
+            if hutchinson:
+                shape = (z.shape[0], self.n_probes, z.shape[1])
+                signs = torch.randint(0, 2, shape, generator=probe_generator)
+                probes = (2 * signs - 1).to(self.device_, dtype)
+            log_density[rows], chunk_solves, chunk_fallbacks = score_chunk(
+                self.vector_field_,
+                z,
+                self.path_.log_base_density,
+                probes,
+                self._solver_options(),
+            )
+            solves += chunk_solves
+            n_fallbacks += chunk_fallbacks
+        self.solver_stats_ = solver_statistics(solves)
+        log_density = warn_about_failures(
+            log_density, n_fallbacks, self.solver, dtype, stacklevel=3
+        )
+        return log_density + log_jacobian(self.scale_)
 
-        log_density = np.empty(z.shape[0])
-        stats, n_fallbacks = [], 0
-        for part, part_log_density, part_stats, fell_back in _solve_isolating_failures(
-            solve, n_rows=z.shape[0], solver=self._solver_options()
-        ):
-            log_density[part] = to_numpy(part_log_density)
-            stats.append(part_stats)
-            n_fallbacks += fell_back
-        return log_density, stats, n_fallbacks
+    def _standardization(self, X, sample_weight):
+        """The columns' means and scales, and which columns are discrete."""
+        discrete = np.zeros(X.shape[1], dtype=bool)
+        if self.dequantize:
+            discrete = integer_columns(X)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, scale, constant = standardize(X, sample_weight, discrete)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
+            raise ValueError(
+                "X has values too large to standardize: a column's mean or "
+                "variance overflows float64. Rescale X (e.g. divide it by "
+                "its largest absolute value)."
+            )
+        if constant.any():
+            warnings.warn(
+                f"Feature(s) {np.flatnonzero(constant).tolist()} are constant "
+                "in X: the model puts a spike of width about sigma "
+                f"({self.sigma:g}, in their units) there, so log densities "
+                "are large and depend on sigma. Drop constant features that "
+                "carry no information.",
+                UserWarning,
+                stacklevel=5,  # _standardization, _fit, fit, _fit_context, caller
+            )
+        return mean, scale, discrete
+
+    def _held_out_score(self, data, weights, sample_weight, path, dequantize, rng):
+        """The early-stopping score of the held-out rows, or None.
+
+        The held-out rows' training weights are set to 0.
+        """
+        if self.n_iter_no_change is None:
+            return None
+        rows = held_out_rows(
+            sample_weight,
+            self.validation_fraction,
+            self._recipe.validation_max_rows,
+            rng,
+        )
+        if rows is None:
+            return None
+        score = HeldOutScore(
+            data[torch.as_tensor(rows, device=data.device)].to(weights.device),
+            weights[rows],
+            path,
+            dequantize,
+            make_generator(draw_seed(rng), weights.device),
+            n_steps=self._recipe.validation_steps,
+            exact_up_to=self._recipe.validation_exact_up_to,
+        )
+        weights[rows] = 0
+        return score
+
+    def _build_field(self, n_features, hidden_layer_sizes, seed) -> VectorField:
+        """A new network, on the CPU in float32 (a study may override this).
+
+        Initial weights come from a forked global RNG on the CPU, so the
+        same seed gives the same network on every device.
+        """
+        recipe = self._recipe
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return VectorField(
+                n_features,
+                hidden_layer_sizes,
+                recipe.n_time_frequencies,
+                n_fourier_features=recipe.n_fourier_features,
+                fourier_scale=recipe.fourier_scale(n_features),
+                activation=recipe.activation,
+            )
 
     def _solver_options(self) -> dict:
         return {
@@ -870,58 +682,18 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         }
 
     def _chunks(self, n_rows: int, n_directions: int, task: str):
-        """Slices of at most `inference_batch_size` rows covering n_rows.
-
-        With ``verbose >= 1`` and more than one chunk, iterating them shows a
-        progress bar named ``task``.
-        """
-        size = self.inference_batch_size
-        if size == "auto":
-            # Bound the largest tensor of a solve, (rows, directions, width).
-            width = max(self.vector_field_.hidden_layer_sizes)
-            budget = (
-                _CPU_CHUNK_ELEMENTS
-                if self.device_.type == "cpu"
-                else _ACCELERATOR_CHUNK_ELEMENTS
-            )
-            size = max(64, budget // (width * max(1, n_directions)))
-        chunks = [
-            slice(start, min(start + size, n_rows)) for start in range(0, n_rows, size)
-        ]
-        return tqdm(
-            chunks, desc=task, unit="chunk", disable=self.verbose < 1 or len(chunks) < 2
+        size = rows_per_chunk(
+            self.inference_batch_size,
+            max(self.vector_field_.hidden_layer_sizes),
+            n_directions,
+            self.device_,
         )
-
-    def _record_solver_stats(self, chunks: list[SolveStats]) -> None:
-        self.solver_stats_ = {
-            "n_evaluations": sum(chunk.n_evaluations for chunk in chunks),
-            "n_divergence_evaluations": sum(
-                chunk.n_divergence_evaluations for chunk in chunks
-            ),
-            "max_evaluations_per_chunk": max(chunk.n_evaluations for chunk in chunks),
-            "n_chunks": len(chunks),
-        }
+        return chunks(n_rows, size, task=task, verbose=self.verbose)
 
     def _max_iter(self, n_samples: int) -> int:
         if self.max_iter != "auto":
             return self.max_iter
-        return int(np.clip(_AUTO_STEPS_PER_SQRT_ROW * np.sqrt(n_samples), *_AUTO_STEPS))
-
-    def _validation_rows(self, sample_weight, rng) -> np.ndarray | None:
-        """Rows held out for early stopping, or None when there are none.
-
-        None when ``n_iter_no_change`` is None, when the fraction rounds
-        to no row, or when either side would be left without weight.
-        """
-        n_samples = len(sample_weight)
-        n_valid = min(round(self.validation_fraction * n_samples), _VALIDATION_MAX_ROWS)
-        if self.n_iter_no_change is None or n_valid < 1 or n_valid >= n_samples:
-            return None
-        rows = rng.permutation(n_samples)[:n_valid]
-        held_out = sample_weight[rows].sum()
-        if held_out <= 0 or held_out >= sample_weight.sum():
-            return None
-        return rows
+        return self._recipe.max_iter(n_samples)
 
     def _check_hidden_layer_sizes(self) -> tuple[int, ...]:
         sizes = self.hidden_layer_sizes

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from ._nets import VectorField
+from ._paths import PATHS, ProbabilityPath, make_path
 from ._version import __version__
 from .density import FlowMatchingDensity
-from .nets import VectorField
 from .outlier import FlowMatchingOutlierDetector
-from .paths import PATHS, ProbabilityPath, make_path
 
 __all__ = ["save", "load", "FORMAT_VERSION"]
 
@@ -223,16 +223,7 @@ def _encode(value, name: str, tensors: dict) -> dict:
     if isinstance(value, VectorField):
         for key, tensor in value.state_dict().items():
             tensors[f"{name}.{key}"] = tensor.detach().to("cpu")
-        return {
-            "vector_field": {
-                "prefix": name,
-                "n_features": value.n_features,
-                "hidden_layer_sizes": list(value.hidden_layer_sizes),
-                "n_frequencies": len(value.time_features.frequencies),
-                "n_fourier_features": value.fourier_features.n_outputs,
-                "activation": value.activation,
-            }
-        }
+        return {"vector_field": {"prefix": name, **value.config()}}
     if isinstance(value, ProbabilityPath):
         names = [key for key, cls in PATHS.items() if type(value) is cls]
         return {"path": {"name": names[0], "sigma": value.sigma}}
@@ -259,15 +250,14 @@ def _decode(encoded: dict, tensors: dict):
             for key, tensor in tensors.items()
             if key.startswith(prefix)
         }
-        field = VectorField(
-            value["n_features"],
-            value["hidden_layer_sizes"],
-            value["n_frequencies"],
-            # Files from skflow 0.1.0 predate the Fourier features.
-            n_fourier_features=value.get("n_fourier_features", 0),
-            # Files from skflow 0.1.0 and 0.2.0 predate GELU.
-            activation=value.get("activation", "silu"),
-        )
+        config = {
+            # Files from skflow 0.1.0 predate the Fourier features, and files
+            # up to 0.2.0 the choice of activation (they were all SiLU).
+            "n_fourier_features": 0,
+            "activation": "silu",
+            **{key: entry for key, entry in value.items() if key != "prefix"},
+        }
+        field = VectorField.from_config(config)
         field = field.to(state["mlp.0.weight"].dtype)
         field.load_state_dict(state, strict=True)
         return field.requires_grad_(False).eval()

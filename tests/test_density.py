@@ -18,7 +18,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from toy_densities import GaussianMixture2D
 
 from skflow import FlowMatchingDensity
-from skflow.ode import MAX_EVALUATIONS, log_likelihood
+from skflow._ode import MAX_EVALUATIONS, log_likelihood
 
 # Small, fast models; float64 + rk4 where results must be compared tightly
 # (each row is then integrated independently of the others).

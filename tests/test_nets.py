@@ -1,10 +1,8 @@
-import pickle
-
 import pytest
 import torch
 from torch.testing import assert_close
 
-from skflow.nets import TimeFeatures, VectorField
+from skflow._nets import TimeFeatures, VectorField
 
 
 def test_vector_field_shapes_and_time_conventions():
@@ -58,15 +56,14 @@ def test_closed_form_divergence_matches_autograd(activation):
     assert_close(divergence, torch.einsum("nii->n", jacobians))
 
 
-def test_a_field_pickled_before_the_activation_existed_is_silu():
-    # skflow 0.1 / 0.2 pickles hold no "activation": they were all SiLU.
+def test_config_rebuilds_the_architecture():
     torch.manual_seed(0)
-    field = VectorField(3, (16, 16), activation="silu").double()
-    old = pickle.loads(pickle.dumps(field))
-    del old.__dict__["activation"]
+    field = VectorField(3, (16, 8), n_frequencies=2, n_fourier_features=6).double()
+    rebuilt = VectorField.from_config(field.config()).double()
+    rebuilt.load_state_dict(field.state_dict(), strict=True)
     x = torch.randn(4, 3, dtype=torch.float64)
     t = torch.tensor(0.5, dtype=torch.float64)
-    assert_close(old.velocity_and_divergence(t, x), field.velocity_and_divergence(t, x))
+    assert_close(rebuilt(t, x), field(t, x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("activation", ["gelu", "silu"])

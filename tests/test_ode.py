@@ -4,7 +4,7 @@ import torch
 from scipy.stats import multivariate_normal
 from torch.testing import assert_close
 
-from skflow.ode import (
+from skflow._ode import (
     FIXED_STEP_SOLVERS,
     SolveFailedError,
     exact_divergence,
@@ -12,7 +12,7 @@ from skflow.ode import (
     integrate,
     log_likelihood,
 )
-from skflow.paths import LipmanPath
+from skflow._paths import LipmanPath
 
 
 class GaussianField(torch.nn.Module):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from skflow.paths import PATHS, OptimalTransportPath, make_path
+from skflow._paths import PATHS, OptimalTransportPath, make_path
 
 SIGMAS = [0.0, 0.1]
 

@@ -16,7 +16,7 @@ from sklearn.neighbors import KernelDensity
 
 import skflow
 from skflow import FlowMatchingDensity, FlowMatchingOutlierDetector
-from skflow.nets import VectorField
+from skflow._nets import VectorField
 
 TINY = {"hidden_layer_sizes": (16, 16), "max_iter": 40, "batch_size": 32}
 

@@ -8,9 +8,9 @@ import torch
 from scipy.stats import poisson
 
 from skflow import FlowMatchingDensity
+from skflow._nets import VectorField
+from skflow._paths import make_path
 from skflow._training import _adam, train_vector_field
-from skflow.nets import VectorField
-from skflow.paths import make_path
 
 TINY = {"hidden_layer_sizes": (16, 16), "batch_size": 32, "random_state": 0}
 

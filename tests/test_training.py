@@ -44,8 +44,8 @@ def _interrupt_at(monkeypatch, step):
     """Make the learning-rate schedule raise KeyboardInterrupt at ``step``."""
     schedule = skflow._training._learning_rate_factor
 
-    def interrupting(max_iter):
-        factor = schedule(max_iter)
+    def interrupting(max_iter, warmup_fraction):
+        factor = schedule(max_iter, warmup_fraction)
 
         def interrupted(current):
             if current == step:

@@ -124,11 +124,8 @@ class VectorField(nn.Module):
         Standard deviation of the random frequencies.
     activation : {"gelu", "silu"}, default="gelu"
         The hidden layers' activation. Both are smooth, as the divergence
-        needs; GELU fitted the ablation's checkerboard better.
+        needs (benchmarks/results/recipe_ablation.md compares them).
     """
-
-    # Fields pickled by skflow 0.1 and 0.2 have no such attribute: SiLU.
-    activation = "silu"
 
     def __init__(
         self,
@@ -158,6 +155,31 @@ class VectorField(nn.Module):
             layers += [nn.Linear(n_in, n_out), _ACTIVATIONS[activation][0]()]
         layers.append(nn.Linear(widths[-1], self.n_features))
         self.mlp = nn.Sequential(*layers)
+
+    def config(self) -> dict:
+        """The architecture, as plain data: ``from_config`` rebuilds it.
+
+        The weights and the Fourier projection are in ``state_dict()``.
+        """
+        return {
+            "n_features": self.n_features,
+            "hidden_layer_sizes": list(self.hidden_layer_sizes),
+            "n_frequencies": len(self.time_features.frequencies),
+            "n_fourier_features": self.fourier_features.n_outputs,
+            "activation": self.activation,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> VectorField:
+        """A field of the architecture ``config`` (from :meth:`config`), with
+        fresh weights: load a ``state_dict`` into it."""
+        return cls(
+            config["n_features"],
+            config["hidden_layer_sizes"],
+            config["n_frequencies"],
+            n_fourier_features=config["n_fourier_features"],
+            activation=config["activation"],
+        )
 
     def _inputs(
         self, t: torch.Tensor, x: torch.Tensor, fourier: torch.Tensor | None = None

@@ -245,7 +245,7 @@ def log_likelihood(
     field : callable
         ``field(t, x)`` returning the velocity at ``x``. If it has a method
         ``velocity_and_divergence(t, x, probes, workspace)`` (as
-        :class:`skflow.nets.VectorField`), that closed form is used for the
+        :class:`skflow._nets.VectorField`), that closed form is used for the
         divergence; otherwise the divergence is taken by autograd.
     x1 : tensor of shape (n, d)
         Points at t = 1 (data space of the flow).

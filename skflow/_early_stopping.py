@@ -1,0 +1,133 @@
+"""Early stopping: the held-out rows, their cheap score, the best weights.
+
+The moving average of the weights is scored on held-out rows every few
+steps, by a fixed-step solve (cheap, and the same discretisation at every
+check, so its scores rank checkpoints even where they are biased); the best
+weights are kept, and training stops after ``n_iter_no_change`` checks
+without improvement.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._ode import log_likelihood
+from ._paths import ProbabilityPath
+
+__all__ = ["BestWeights", "HeldOutScore", "held_out_rows"]
+
+
+def held_out_rows(
+    sample_weight: np.ndarray,
+    fraction: float,
+    max_rows: int,
+    rng: np.random.RandomState,
+) -> np.ndarray | None:
+    """Rows held out for early stopping, or None when there are none.
+
+    None when the fraction rounds to no row, or when either side would be
+    left without weight.
+    """
+    n_samples = len(sample_weight)
+    n_held_out = min(round(fraction * n_samples), max_rows)
+    if n_held_out < 1 or n_held_out >= n_samples:
+        return None
+    rows = rng.permutation(n_samples)[:n_held_out]
+    held_out = sample_weight[rows].sum()
+    if held_out <= 0 or held_out >= sample_weight.sum():
+        return None
+    return rows
+
+
+class HeldOutScore:
+    """``score(field)``: the weighted mean log density of the held-out rows.
+
+    Dequantization noise and Hutchinson probes are drawn once, here, so
+    that every checkpoint is scored on the same points.
+
+    Parameters
+    ----------
+    z : tensor of shape (n, d)
+        Standardized held-out rows, on the field's device.
+    weights : tensor of shape (n,)
+        Their sample weights.
+    path : ProbabilityPath
+        Gives the base density.
+    dequantize : tensor of shape (d,) or None
+        Width of the uniform noise of each column (standardized units).
+    generator : torch.Generator
+        Draws the noise and the probes.
+    n_steps : int
+        rk4 steps of the solve.
+    exact_up_to : int
+        The exact divergence up to this many features, one fixed
+        Hutchinson probe per row above.
+    """
+
+    def __init__(
+        self,
+        z: torch.Tensor,
+        weights: torch.Tensor,
+        path: ProbabilityPath,
+        dequantize: torch.Tensor | None,
+        generator: torch.Generator,
+        *,
+        n_steps: int,
+        exact_up_to: int,
+    ) -> None:
+        n, d = z.shape
+        if dequantize is not None:
+            noise = torch.rand(z.shape, generator=generator, device=z.device)
+            z = z + noise.to(z.dtype) * dequantize
+        self.probes = None
+        if d > exact_up_to:
+            signs = torch.randint(0, 2, (n, 1, d), generator=generator, device=z.device)
+            self.probes = (2 * signs - 1).to(z.dtype)
+        self.z = z
+        self.weights = (weights / weights.sum()).double()
+        self.path = path
+        self.n_steps = n_steps
+
+    def log_densities(self, field: nn.Module) -> torch.Tensor:
+        """The log density of each held-out row (standardized units)."""
+        log_density, _ = log_likelihood(
+            field,
+            self.z,
+            self.path.log_base_density,
+            solver="rk4",
+            n_steps=self.n_steps,
+            probes=self.probes,
+        )
+        return log_density
+
+    def __call__(self, field: nn.Module) -> float:
+        return float(self.weights @ self.log_densities(field))
+
+
+class BestWeights:
+    """The best-scoring weights so far, and when to stop waiting for better."""
+
+    def __init__(self, n_iter_no_change: int | None) -> None:
+        self.n_iter_no_change = n_iter_no_change
+        self.scores: list[float] = []
+        self.state: dict | None = None
+        self.best = -math.inf
+        self.n_no_change = 0
+
+    def offer(self, module: nn.Module, score: float) -> bool:
+        """Keep module's weights if score is the best; True means stop."""
+        self.scores.append(score)
+        if score > self.best:
+            self.best, self.n_no_change = score, 0
+            self.state = copy.deepcopy(module.state_dict())
+        else:
+            self.n_no_change += 1
+        return (
+            self.n_iter_no_change is not None
+            and self.n_no_change >= self.n_iter_no_change
+        )

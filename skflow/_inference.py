@@ -1,0 +1,174 @@
+"""Chunked inference: memory bounds, failure isolation, solver statistics.
+
+Scoring and sampling solve at most a chunk of rows at a time, so memory is
+bounded whatever the number of rows. Adaptive solvers share their steps
+across the rows of a solve, so one row whose solve fails (a state that
+overflows, a stiff trajectory) would fail its whole chunk: such a chunk is
+split in halves down to the rows that fail on their own, and only those
+fall back to a fixed-step solve.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ._device import to_numpy
+from ._ode import MAX_EVALUATIONS, SolveFailedError, SolveStats, log_likelihood
+
+__all__ = [
+    "FALLBACK_STEPS",
+    "chunks",
+    "rows_per_chunk",
+    "score_chunk",
+    "solve_isolating_failures",
+    "solver_statistics",
+    "warn_about_failures",
+]
+
+# "auto" chunks hold at most this many numbers in their largest tensor
+# (rows x directions x width): in cache on a CPU (chosen by measurement,
+# benchmarks/results/likelihood_engine.md); GPUs want large launches.
+_CPU_CHUNK_ELEMENTS = 2**20
+_ACCELERATOR_CHUNK_ELEMENTS = 2**25
+
+# A row on which the adaptive solver gives up is scored by this many rk4
+# steps: bounded time, and a number where there would be none.
+FALLBACK_STEPS = 64
+
+
+def rows_per_chunk(
+    inference_batch_size: int | str,
+    widest_layer: int,
+    n_directions: int,
+    device: torch.device,
+) -> int:
+    """Rows per chunk: the parameter, or for "auto" the rows whose largest
+    tensor, (rows, directions, width), fits the device's budget."""
+    if inference_batch_size != "auto":
+        return inference_batch_size
+    budget = (
+        _CPU_CHUNK_ELEMENTS if device.type == "cpu" else _ACCELERATOR_CHUNK_ELEMENTS
+    )
+    return max(64, budget // (widest_layer * max(1, n_directions)))
+
+
+def chunks(n_rows: int, size: int, *, task: str, verbose: int) -> Iterator[slice]:
+    """Slices of at most ``size`` rows covering n_rows.
+
+    With ``verbose >= 1`` and more than one chunk, iterating them shows a
+    progress bar named ``task``.
+    """
+    slices = [
+        slice(start, min(start + size, n_rows)) for start in range(0, n_rows, size)
+    ]
+    return tqdm(slices, desc=task, unit="chunk", disable=verbose < 1 or len(slices) < 2)
+
+
+def solve_isolating_failures(
+    solve: Callable, *, n_rows: int, solver: dict, start: int = 0
+) -> Iterator[tuple]:
+    """Yield ``(rows, *solve(rows, **solver), fell_back)`` over n_rows rows.
+
+    A solve that raises :class:`SolveFailedError` is split in halves, down
+    to the single rows that fail on their own; only those are solved again,
+    by ``FALLBACK_STEPS`` rk4 steps, and yielded with ``fell_back=True``.
+    """
+    rows = slice(start, start + n_rows)
+    try:
+        result = solve(rows, **solver)
+    except SolveFailedError:
+        result = None
+    if result is not None:
+        yield rows, *result, False
+    elif n_rows == 1:
+        fallback = {**solver, "solver": "rk4", "n_steps": FALLBACK_STEPS}
+        yield rows, *solve(rows, **fallback), True
+    else:
+        half = n_rows // 2
+        yield from solve_isolating_failures(
+            solve, n_rows=half, solver=solver, start=start
+        )
+        yield from solve_isolating_failures(
+            solve, n_rows=n_rows - half, solver=solver, start=start + half
+        )
+
+
+def score_chunk(
+    field: Callable,
+    z: torch.Tensor,
+    log_base_density: Callable,
+    probes: torch.Tensor | None,
+    solver: dict,
+) -> tuple[np.ndarray, list[SolveStats], int]:
+    """Log densities of the standardized rows ``z``, isolating failed solves.
+
+    Returns the log densities (float64 numpy), the stats of each solve,
+    and the number of rows that fell back to fixed steps.
+    """
+
+    def solve(part, **options):
+        return log_likelihood(
+            field,
+            z[part],
+            log_base_density,
+            probes=None if probes is None else probes[part],
+            **options,
+        )
+
+    log_density = np.empty(z.shape[0])
+    stats, n_fallbacks = [], 0
+    for part, part_log_density, part_stats, fell_back in solve_isolating_failures(
+        solve, n_rows=z.shape[0], solver=solver
+    ):
+        log_density[part] = to_numpy(part_log_density)
+        stats.append(part_stats)
+        n_fallbacks += fell_back
+    return log_density, stats, n_fallbacks
+
+
+def solver_statistics(solves: list[SolveStats]) -> dict:
+    """What ``solver_stats_`` reports of the solves of one call."""
+    return {
+        "n_evaluations": sum(solve.n_evaluations for solve in solves),
+        "n_divergence_evaluations": sum(
+            solve.n_divergence_evaluations for solve in solves
+        ),
+        "max_evaluations_per_chunk": max(solve.n_evaluations for solve in solves),
+        "n_chunks": len(solves),
+    }
+
+
+def warn_about_failures(
+    log_density: np.ndarray,
+    n_fallbacks: int,
+    solver: str,
+    dtype: torch.dtype,
+    stacklevel: int,
+) -> np.ndarray:
+    """Warn of rows that fell back or overflowed; the latter become -inf."""
+    if n_fallbacks:
+        warnings.warn(
+            f"The {solver} solver gave up on {n_fallbacks} row(s) "
+            f"after {MAX_EVALUATIONS} field evaluations or a step-size "
+            f"underflow; they were scored with {FALLBACK_STEPS} fixed rk4 "
+            "steps instead and may be inaccurate (the other rows were not "
+            "affected).",
+            RuntimeWarning,
+            stacklevel=stacklevel + 1,
+        )
+    not_finite = ~np.isfinite(log_density)
+    if not_finite.any():
+        warnings.warn(
+            f"{not_finite.sum()} row(s) have a log density beyond the range "
+            f"of {dtype}: their trajectories overflowed, so they are "
+            "reported as -inf (density 0). dtype='float64' reaches further.",
+            RuntimeWarning,
+            stacklevel=stacklevel + 1,
+        )
+        log_density[not_finite] = -np.inf
+    return log_density

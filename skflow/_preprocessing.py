@@ -1,0 +1,125 @@
+"""Standardization with its Jacobian, integer columns and dequantization.
+
+The flow sees ``z = (x - mean) / scale``; every log density it returns is
+moved back to the caller's units by ``log_jacobian(scale)``. Columns of
+whole numbers are modelled as x + u, u ~ U[0, 1) (dequantization): noise is
+added when training and scoring, and samples are rounded down.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "check_sample_weight",
+    "dequantized",
+    "integer_columns",
+    "log_jacobian",
+    "standardize",
+    "to_data_units",
+]
+
+
+def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray:
+    """Validate weights in skflow itself: float64, (n_samples,), finite, >= 0.
+
+    scikit-learn's private ``_check_sample_weight`` changed its checks between
+    versions (an all-zero vector passes some of them); these are the same on
+    every version skflow supports.
+    """
+    if sample_weight is None:
+        return np.ones(n_samples)
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.ndim == 0:
+        return np.full(n_samples, float(weights))
+    if weights.shape != (n_samples,):
+        raise ValueError(
+            f"sample_weight.shape == {weights.shape}, expected ({n_samples},)!"
+        )
+    if np.isnan(weights).any():
+        raise ValueError("Input sample_weight contains NaN.")
+    if np.isinf(weights).any():
+        raise ValueError("Input sample_weight contains infinity.")
+    if np.any(weights < 0):
+        raise ValueError("Negative values in data passed to `sample_weight`.")
+    if not np.any(weights > 0):
+        raise ValueError("Sample weights must contain at least one non-zero number.")
+    return weights
+
+
+def integer_columns(X: np.ndarray) -> np.ndarray:
+    """Mask of the columns whose every value is a whole number.
+
+    From 2^52 on, float64 has no fractional bits left, so every value there
+    is whole whatever the data mean: such a column is not taken as discrete.
+    """
+    return np.array(
+        [
+            np.array_equal(column, np.floor(column)) and np.all(np.abs(column) < 2**52)
+            for column in X.T
+        ]
+    )
+
+
+def standardize(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    dequantize: np.ndarray,
+    block_rows: int = 2**16,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted column means and standard deviations; 1 for constant columns.
+
+    Returns the means, the scales and the mask of constant columns. Columns
+    in the ``dequantize`` mask are standardized as X + U, U ~ U[0, 1): their
+    mean moves by 1/2 and their variance grows by 1/12. Sums run over blocks
+    of rows, so no temporary copy of X is ever made.
+    """
+    blocks = [
+        slice(start, start + block_rows) for start in range(0, len(X), block_rows)
+    ]
+    total = sample_weight.sum()
+    mean = sum(sample_weight[rows] @ X[rows] for rows in blocks) / total
+    variance = (
+        sum(sample_weight[rows] @ (X[rows] - mean) ** 2 for rows in blocks) / total
+    )
+    mean = mean + 0.5 * dequantize
+    variance = variance + dequantize / 12.0
+    scale = np.sqrt(variance)
+    # As StandardScaler: a column constant up to round-off is left unscaled.
+    constant = (scale < 10 * np.finfo(scale.dtype).eps * np.abs(mean)) | (scale == 0)
+    scale[constant] = 1.0
+    return mean, scale, constant
+
+
+def log_jacobian(scale: np.ndarray) -> float:
+    """log |dz/dx| of z = (x - mean) / scale: add it to log p(z)."""
+    return -float(np.sum(np.log(scale)))
+
+
+def dequantized(
+    X: np.ndarray, integer_columns: np.ndarray | None, rng: np.random.Generator
+) -> np.ndarray:
+    """X with U[0, 1) noise from ``rng`` added to its integer columns.
+
+    The draw covers every column (the others get 0 times it), so a row's
+    noise depends only on its position in the stream, not on the mask.
+    """
+    if integer_columns is None or not integer_columns.any():
+        return X
+    return X + integer_columns * rng.random(X.shape)
+
+
+def to_data_units(
+    Z: np.ndarray,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    integer_columns: np.ndarray | None,
+) -> np.ndarray:
+    """Undo the standardization; round the integer columns down.
+
+    The discrete model puts the mass of [k, k + 1) on k.
+    """
+    X = Z * scale + mean
+    if integer_columns is not None and integer_columns.any():
+        X[:, integer_columns] = np.floor(X[:, integer_columns])
+    return X
