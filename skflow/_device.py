@@ -6,6 +6,8 @@ The estimator never keeps torch objects in its parameters: ``device`` and
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
@@ -15,6 +17,7 @@ __all__ = [
     "resolve_device",
     "check_dtype_on_device",
     "device_available",
+    "on_available_device",
     "draw_seed",
     "make_generator",
     "to_tensor",
@@ -154,3 +157,19 @@ def device_available(device: torch.device) -> bool:
     if device.type == "mps":
         return _mps_available()
     return device.type == "cpu"
+
+
+def on_available_device(
+    module: torch.nn.Module, device: torch.device
+) -> tuple[torch.nn.Module, torch.device]:
+    """``module`` moved to ``device``, or to the CPU with a warning where this
+    machine lacks it (a model fitted on a GPU, loaded without one)."""
+    if not device_available(device):
+        warnings.warn(
+            f"This model was fitted on {device}, which is not available "
+            "here; it is loaded on the CPU.",
+            UserWarning,
+            stacklevel=3,
+        )
+        device = torch.device("cpu")
+    return module.to(device), device

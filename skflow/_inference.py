@@ -17,17 +17,24 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ._device import to_numpy
-from ._ode import MAX_EVALUATIONS, SolveFailedError, SolveStats, log_likelihood
+from ._device import make_generator, to_numpy, to_tensor
+from ._ode import (
+    MAX_EVALUATIONS,
+    SolveFailedError,
+    SolveStats,
+    integrate,
+    log_likelihood,
+)
 
 __all__ = [
     "FALLBACK_STEPS",
     "chunks",
+    "log_densities",
+    "samples",
     "rows_per_chunk",
     "score_chunk",
     "solve_isolating_failures",
     "solver_statistics",
-    "warn_about_failures",
 ]
 
 # "auto" chunks hold at most this many numbers in their largest tensor
@@ -143,12 +150,8 @@ def solver_statistics(solves: list[SolveStats]) -> dict:
     }
 
 
-def warn_about_failures(
-    log_density: np.ndarray,
-    n_fallbacks: int,
-    solver: str,
-    dtype: torch.dtype,
-    stacklevel: int,
+def _warn_about_failures(
+    log_density: np.ndarray, n_fallbacks: int, solver: str, dtype: torch.dtype
 ) -> np.ndarray:
     """Warn of rows that fell back or overflowed; the latter become -inf."""
     if n_fallbacks:
@@ -159,7 +162,7 @@ def warn_about_failures(
             "steps instead and may be inaccurate (the other rows were not "
             "affected).",
             RuntimeWarning,
-            stacklevel=stacklevel + 1,
+            stacklevel=5,  # here, log_densities, _log_density, score_samples, caller
         )
     not_finite = ~np.isfinite(log_density)
     if not_finite.any():
@@ -168,7 +171,76 @@ def warn_about_failures(
             f"of {dtype}: their trajectories overflowed, so they are "
             "reported as -inf (density 0). dtype='float64' reaches further.",
             RuntimeWarning,
-            stacklevel=stacklevel + 1,
+            stacklevel=5,  # here, log_densities, _log_density, score_samples, caller
         )
         log_density[not_finite] = -np.inf
     return log_density
+
+
+def log_densities(
+    field: torch.nn.Module,
+    log_base_density: Callable,
+    X: np.ndarray,
+    *,
+    standardize: Callable[[np.ndarray], np.ndarray],
+    n_probes: int | None,
+    probe_seed: int,
+    solver: dict,
+    rows_per_chunk: int,
+    verbose: int,
+) -> tuple[np.ndarray, dict]:
+    """Log densities (standardized units) of the rows of X, chunk by chunk.
+
+    ``standardize(X_rows)`` maps rows to the field's space; ``n_probes``
+    Hutchinson probes per row (None: the exact divergence) come from a
+    stream seeded by ``probe_seed``, drawn on the CPU chunk after chunk, so
+    each row's probes depend neither on the chunking nor on the device.
+    Returns the log densities (float64, -inf where they overflowed, with
+    a warning) and the solver statistics of the call.
+    """
+    parameter = next(field.parameters())
+    probe_generator = make_generator(probe_seed, torch.device("cpu"))
+    log_density = np.empty(X.shape[0])
+    solves, n_fallbacks = [], 0
+    for rows in chunks(
+        X.shape[0], rows_per_chunk, task="score_samples", verbose=verbose
+    ):
+        z = to_tensor(standardize(X[rows]), parameter.device, parameter.dtype)
+        probes = None
+        if n_probes is not None:
+            shape = (z.shape[0], n_probes, z.shape[1])
+            signs = torch.randint(0, 2, shape, generator=probe_generator)
+            probes = (2 * signs - 1).to(parameter.device, parameter.dtype)
+        log_density[rows], chunk_solves, chunk_fallbacks = score_chunk(
+            field, z, log_base_density, probes, solver
+        )
+        solves += chunk_solves
+        n_fallbacks += chunk_fallbacks
+    log_density = _warn_about_failures(
+        log_density, n_fallbacks, solver["solver"], parameter.dtype
+    )
+    return log_density, solver_statistics(solves)
+
+
+def samples(
+    field: torch.nn.Module,
+    noise: torch.Tensor,
+    *,
+    solver: dict,
+    rows_per_chunk: int,
+    verbose: int,
+) -> tuple[np.ndarray, dict]:
+    """``noise`` (on the CPU) pushed from t = 0 to t = 1, chunk by chunk.
+
+    Returns the points (standardized units, float64) and the solver
+    statistics of the call.
+    """
+    parameter = next(field.parameters())
+    points = np.empty(tuple(noise.shape))
+    solves = []
+    for rows in chunks(noise.shape[0], rows_per_chunk, task="sample", verbose=verbose):
+        x0 = noise[rows].to(parameter.device, parameter.dtype)
+        x1, stats = integrate(field, x0, **solver)
+        points[rows] = to_numpy(x1)
+        solves.append(stats)
+    return points, solver_statistics(solves)

@@ -14,7 +14,8 @@ along the trajectory x(t) through x1. Two ways to compute it:
   times cheaper per evaluation), keep x(t) at Gauss-Kronrod nodes, and
   integrate the divergence there by adaptive quadrature. The trajectory is
   as accurate as the augmented solve's, and the divergence is evaluated at
-  30 to 60 nodes instead of at every stage (~100 to 130 at tolerance 1e-6).
+  the quadrature's nodes only, far fewer than the solver's stages (the
+  counts are in docs/user_guide.md, "How scores are computed").
 """
 
 from __future__ import annotations
@@ -57,18 +58,14 @@ LIKELIHOOD_METHODS = frozenset({"auto", "augmented", "quadrature"})
 # A panel of the divergence quadrature is accepted when the rows' RMS of
 # |Kronrod 15 - Gauss 7| is below this many times the solver tolerance
 # (atol + rtol |integral|, per unit of time). That difference estimates the
-# 7-point rule's error; the 15-point result kept is far more accurate on these
-# smooth integrands (measured at 16 features: 3e-6 nats of error where the
-# estimate said 2e-3). With slack 1000, 100 and 10 the scores' errors against
-# a float64 reference were the same (the trajectory's error dominates), and
-# 1000 split panels only where the integrand is rough.
+# 7-point rule's error, while the 15-point result kept is far more accurate
+# on these smooth integrands; a smaller slack did not make scores more
+# accurate, only slower (docs/user_guide.md, "Accuracy of the likelihood").
 QUADRATURE_SLACK = 1000.0
 
 # An adaptive solve that needs more field evaluations than this gives up with
-# a SolveFailedError instead of running on. Trained fields need about 100 to
-# 400 for a chunk's trajectory, and far from the data, where they are nearly
-# linear, no more than this (benchmarks/far_away_points.py: no fallbacks up
-# to 10^30 standard deviations).
+# a SolveFailedError instead of running on: far more than trained fields need,
+# near the data or far from it (benchmarks/results/far_away_points.md).
 MAX_EVALUATIONS = 10_000
 
 

@@ -8,10 +8,13 @@ added when training and scoring, and samples are rounded down.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 __all__ = [
     "check_sample_weight",
+    "fit_standardization",
     "dequantized",
     "integer_columns",
     "log_jacobian",
@@ -89,6 +92,37 @@ def standardize(
     constant = (scale < 10 * np.finfo(scale.dtype).eps * np.abs(mean)) | (scale == 0)
     scale[constant] = 1.0
     return mean, scale, constant
+
+
+def fit_standardization(
+    X: np.ndarray, sample_weight: np.ndarray, *, dequantize: bool, sigma: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The columns' means and scales, and the mask of discrete columns.
+
+    Raises a ValueError where a mean or variance overflows float64, and
+    warns of constant columns (the model puts a spike of width about
+    ``sigma`` there).
+    """
+    discrete = integer_columns(X) if dequantize else np.zeros(X.shape[1], bool)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, scale, constant = standardize(X, sample_weight, discrete)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
+        raise ValueError(
+            "X has values too large to standardize: a column's mean or "
+            "variance overflows float64. Rescale X (e.g. divide it by "
+            "its largest absolute value)."
+        )
+    if constant.any():
+        warnings.warn(
+            f"Feature(s) {np.flatnonzero(constant).tolist()} are constant "
+            "in X: the model puts a spike of width about sigma "
+            f"({sigma:g}, in their units) there, so log densities "
+            "are large and depend on sigma. Drop constant features that "
+            "carry no information.",
+            UserWarning,
+            stacklevel=5,  # here, _fit, fit, _fit_context, the caller
+        )
+    return mean, scale, discrete
 
 
 def log_jacobian(scale: np.ndarray) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import warnings
 from numbers import Integral, Real
 from typing import ClassVar
 
@@ -18,32 +17,24 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._device import (
     DTYPES,
     check_dtype_on_device,
-    device_available,
     draw_seed,
     make_generator,
+    on_available_device,
     resolve_device,
     standardized_tensor,
-    to_numpy,
     to_tensor,
     training_data_device,
 )
 from ._early_stopping import HeldOutScore, held_out_rows
-from ._inference import (
-    chunks,
-    rows_per_chunk,
-    score_chunk,
-    solver_statistics,
-    warn_about_failures,
-)
+from ._inference import log_densities, rows_per_chunk, samples
 from ._nets import VectorField
-from ._ode import DIVERGENCES, SOLVERS, check_solver, integrate
+from ._ode import DIVERGENCES, SOLVERS, check_solver
 from ._paths import PATHS, make_path
 from ._preprocessing import (
     check_sample_weight,
     dequantized,
-    integer_columns,
+    fit_standardization,
     log_jacobian,
-    standardize,
     to_data_units,
 )
 from ._recipe import Recipe
@@ -142,17 +133,12 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
 
     dequantize : bool, default=True
         Treat the columns whose every training value is a whole number
-        (counts, pixel intensities, ratings, codes) as discrete: training
-        adds fresh uniform noise U[0, 1) to them at every step, so the model
-        is a continuous density q of X + U and a column of integers cannot
-        make it grow without bound (spikes on the integers, which also make
-        early stopping and anomaly ranks erratic). :meth:`score_samples`
-        then returns log q(x + u) for one seeded draw of u per row, an
-        unbiased estimate of the variational lower bound
-        E_u[log q(x + u)] <= log P(x) on the log probability of the discrete
-        values (Theis et al., 2016), and :meth:`sample` rounds those columns
-        down to whole numbers. Columns with any fractional value are never
-        touched; False models every column as continuous.
+        (counts, ratings, codes) as discrete: the model is a continuous
+        density q of X + U, U ~ U[0, 1), so integers cannot make it grow
+        without bound. :meth:`score_samples` then returns log q(x + u) for
+        one seeded draw of u per row, an unbiased estimate of a lower bound
+        on log P(x) (Theis et al., 2016), and :meth:`sample` rounds those
+        columns down. False models every column as continuous.
 
     solver : {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", \
             "euler", "midpoint", "heun3", "rk4"}, default="dopri5"
@@ -230,15 +216,12 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         features; the flow sees ``(X - mean_) / scale_``.
 
     vector_field_ : torch.nn.Module
-        The trained field (an exponential moving average of the training
-        weights), in eval mode, on ``device_``. It is called as
-        ``vector_field_(t, z)`` with torchdiffeq's convention: ``t`` a scalar
-        tensor in [0, 1] (t = 0 noise, t = 1 data), ``z`` a tensor of shape
-        ``(n, n_features_in_)`` of standardized inputs
-        ``z = (X - mean_) / scale_``, in ``dtype`` on ``device_``; it returns
-        dz/dt of the same shape. With ``path_.log_base_density`` this is
-        everything another solver needs: ``log p(x) = log p_z(z) -
-        sum(log(scale_))``.
+        The trained field (a moving average of the training weights), in
+        eval mode, on ``device_``, called as ``vector_field_(t, z)``: ``t`` a
+        scalar tensor in [0, 1] (0 noise, 1 data), ``z`` of shape
+        ``(n, n_features_in_)`` in standardized units ``(X - mean_) /
+        scale_``; it returns dz/dt. With ``path_.log_base_density`` it is all
+        another solver needs: ``log p(x) = log p_z(z) - sum(log(scale_))``.
 
     path_ : object
         The path the field was trained on; its ``log_base_density(z)`` and
@@ -434,7 +417,9 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         check_solver(self.solver, self.n_steps)
 
         X = X.astype(np.float64, copy=False)
-        mean, scale, discrete = self._standardization(X, sample_weight)
+        mean, scale, discrete = fit_standardization(
+            X, sample_weight, dequantize=self.dequantize, sigma=self.sigma
+        )
         n_bytes = X.size * torch.finfo(dtype).bits // 8
         data = standardized_tensor(
             X, mean, scale, training_data_device(n_bytes, device), dtype
@@ -540,7 +525,6 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         check_scalar(n_samples, "n_samples", target_type=Integral, min_val=1)
         check_solver(self.solver, self.n_steps)
-        dtype = self._field_dtype()
         # The noise is drawn on the CPU, so one seed gives the same noise on
         # every device and for every chunking.
         noise = self.path_.sample_base(
@@ -550,83 +534,45 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
             device=torch.device("cpu"),
             dtype=torch.float32,
         )
-        samples = np.empty((n_samples, self.n_features_in_))
-        solves = []
-        for rows in self._chunks(n_samples, n_directions=1, task="sample"):
-            z, stats = integrate(
-                self.vector_field_,
-                noise[rows].to(self.device_, dtype),
-                **self._solver_options(),
-            )
-            samples[rows] = to_numpy(z)
-            solves.append(stats)
-        self.solver_stats_ = solver_statistics(solves)
+        Z, self.solver_stats_ = samples(
+            self.vector_field_,
+            noise,
+            solver=self._solver_options(),
+            rows_per_chunk=self._rows_per_chunk(n_directions=1),
+            verbose=self.verbose,
+        )
         return to_data_units(
-            samples, self.mean_, self.scale_, getattr(self, "integer_columns_", None)
+            Z, self.mean_, self.scale_, getattr(self, "integer_columns_", None)
         )
 
     def _log_density(self, X: np.ndarray) -> np.ndarray:
         """score_samples on an already validated X."""
         check_solver(self.solver, self.n_steps)
-        dtype = self._field_dtype()
         hutchinson = self.divergence == "hutchinson"
-        n_directions = self.n_probes if hutchinson else self.n_features_in_
-        # Dequantization noise and Hutchinson probes come from seeded
-        # streams read chunk after chunk (probes drawn on the CPU), so each
-        # row's draws depend neither on the chunking nor on the device.
+        # Dequantization noise: one seeded stream read chunk after chunk,
+        # so each row's draw does not depend on the chunking.
         noise = np.random.default_rng(self._probe_seed)
-        probe_generator = make_generator(self._probe_seed, torch.device("cpu"))
-        log_density = np.empty(X.shape[0])
-        solves, n_fallbacks = [], 0
-        for rows in self._chunks(X.shape[0], n_directions, task="score_samples"):
-            X_rows = dequantized(
-                X[rows], getattr(self, "integer_columns_", None), noise
-            )
-            z = to_tensor((X_rows - self.mean_) / self.scale_, self.device_, dtype)
-            probes = None
-            if hutchinson:
-                shape = (z.shape[0], self.n_probes, z.shape[1])
-                signs = torch.randint(0, 2, shape, generator=probe_generator)
-                probes = (2 * signs - 1).to(self.device_, dtype)
-            log_density[rows], chunk_solves, chunk_fallbacks = score_chunk(
-                self.vector_field_,
-                z,
-                self.path_.log_base_density,
-                probes,
-                self._solver_options(),
-            )
-            solves += chunk_solves
-            n_fallbacks += chunk_fallbacks
-        self.solver_stats_ = solver_statistics(solves)
-        log_density = warn_about_failures(
-            log_density, n_fallbacks, self.solver, dtype, stacklevel=3
+        integer_columns = getattr(self, "integer_columns_", None)
+
+        def standardize(X_rows):
+            return (
+                dequantized(X_rows, integer_columns, noise) - self.mean_
+            ) / self.scale_
+
+        log_density, self.solver_stats_ = log_densities(
+            self.vector_field_,
+            self.path_.log_base_density,
+            X,
+            standardize=standardize,
+            n_probes=self.n_probes if hutchinson else None,
+            probe_seed=self._probe_seed,
+            solver=self._solver_options(),
+            rows_per_chunk=self._rows_per_chunk(
+                self.n_probes if hutchinson else self.n_features_in_
+            ),
+            verbose=self.verbose,
         )
         return log_density + log_jacobian(self.scale_)
-
-    def _standardization(self, X, sample_weight):
-        """The columns' means and scales, and which columns are discrete."""
-        discrete = np.zeros(X.shape[1], dtype=bool)
-        if self.dequantize:
-            discrete = integer_columns(X)
-        with np.errstate(over="ignore", invalid="ignore"):
-            mean, scale, constant = standardize(X, sample_weight, discrete)
-        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
-            raise ValueError(
-                "X has values too large to standardize: a column's mean or "
-                "variance overflows float64. Rescale X (e.g. divide it by "
-                "its largest absolute value)."
-            )
-        if constant.any():
-            warnings.warn(
-                f"Feature(s) {np.flatnonzero(constant).tolist()} are constant "
-                "in X: the model puts a spike of width about sigma "
-                f"({self.sigma:g}, in their units) there, so log densities "
-                "are large and depend on sigma. Drop constant features that "
-                "carry no information.",
-                UserWarning,
-                stacklevel=5,  # _standardization, _fit, fit, _fit_context, caller
-            )
-        return mean, scale, discrete
 
     def _held_out_score(self, data, weights, sample_weight, path, dequantize, rng):
         """The early-stopping score of the held-out rows, or None.
@@ -681,14 +627,13 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
             "atol": self.atol,
         }
 
-    def _chunks(self, n_rows: int, n_directions: int, task: str):
-        size = rows_per_chunk(
+    def _rows_per_chunk(self, n_directions: int) -> int:
+        return rows_per_chunk(
             self.inference_batch_size,
             max(self.vector_field_.hidden_layer_sizes),
             n_directions,
             self.device_,
         )
-        return chunks(n_rows, size, task=task, verbose=self.verbose)
 
     def _max_iter(self, n_samples: int) -> int:
         if self.max_iter != "auto":
@@ -707,10 +652,6 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
             )
         return tuple(int(size) for size in sizes)
 
-    def _field_dtype(self) -> torch.dtype:
-        # The dtype the field was trained in, whatever `dtype` says now.
-        return next(self.vector_field_.parameters()).dtype
-
     def __getstate__(self):
         # Store the field on the CPU, so a model fitted on a GPU unpickles
         # on a machine without one.
@@ -721,15 +662,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
 
     def __setstate__(self, state):
         if "vector_field_" in state:
-            device = state["device_"]
-            if not device_available(device):
-                warnings.warn(
-                    f"This model was fitted on {device}, which is not available "
-                    "here; it is loaded on the CPU.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-                device = torch.device("cpu")
-            state["vector_field_"] = state["vector_field_"].to(device)
-            state["device_"] = device
+            state["vector_field_"], state["device_"] = on_available_device(
+                state["vector_field_"], state["device_"]
+            )
         super().__setstate__(state)
