@@ -8,41 +8,29 @@ seeds. Every detector runs with its defaults, the same on every data set:
 - skflow: FlowMatchingOutlierDetector() (it standardizes internally);
 - IsolationForest();
 - LocalOutlierFactor(novelty=True) on standardized data;
-- KernelDensity with Scott's bandwidth on standardized data, scored exactly
-  (a log-sum-exp over all training points: scikit-learn's tree KDE loses
-  accuracy far from the data, scikit-learn issue 7492);
+- a Gaussian KDE with Scott's bandwidth on standardized data, scored
+  exactly (``density_peers.ScottKDE``);
 - GaussianMixture with the number of components (1 to 10) chosen by BIC, on
   standardized data.
 
 The data ship with scikit-learn; nothing is downloaded. Run from the
-repository root (about 13 minutes on 2 CPU cores):
-
-    pip install -e . && python benchmarks/anomaly_detection.py
+repository root: ``python -m benchmarks.anomaly_detection``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import time
-from pathlib import Path
-
 import numpy as np
-import torch
-from scipy.special import logsumexp
 from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wine
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import LocalOutlierFactor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-import skflow
+from benchmarks._common import environment, environment_line, timed, write_results
+from benchmarks.density_peers import BICGaussianMixture, ScottKDE
 from skflow import FlowMatchingOutlierDetector
 
-RESULTS = Path(__file__).parent / "results"
 SEEDS = (0, 1, 2)
 
 
@@ -64,48 +52,6 @@ def datasets():
     yield "iris, virginica as anomalies", iris.data, iris.target == 2
 
 
-class ExactGaussianKDE:
-    """Gaussian KDE with Scott's bandwidth on standardized data, exact scores."""
-
-    def fit(self, X):
-        self.scaler_ = StandardScaler().fit(X)
-        self.data_ = self.scaler_.transform(X)
-        n, d = self.data_.shape
-        self.bandwidth_ = n ** (-1.0 / (d + 4))
-        return self
-
-    def score_samples(self, X):
-        Z = self.scaler_.transform(X)
-        n, d = self.data_.shape
-        h = self.bandwidth_
-        squared = (
-            (Z**2).sum(1)[:, None] + (self.data_**2).sum(1)[None] - 2 * Z @ self.data_.T
-        )
-        log_kernel = -0.5 * np.maximum(squared, 0) / h**2
-        normalizer = np.log(n) + d * np.log(h) + 0.5 * d * np.log(2 * np.pi)
-        return logsumexp(log_kernel, axis=1) - normalizer
-
-
-class BICGaussianMixture:
-    """GaussianMixture on standardized data, components by BIC."""
-
-    def __init__(self, random_state):
-        self.random_state = random_state
-
-    def fit(self, X):
-        self.scaler_ = StandardScaler().fit(X)
-        Z = self.scaler_.transform(X)
-        candidates = [
-            GaussianMixture(k, random_state=self.random_state).fit(Z)
-            for k in range(1, min(10, len(Z) // 2) + 1)
-        ]
-        self.model_ = min(candidates, key=lambda model: model.bic(Z))
-        return self
-
-    def score_samples(self, X):
-        return self.model_.score_samples(self.scaler_.transform(X))
-
-
 def detectors(seed):
     return {
         "skflow FlowMatchingOutlierDetector": FlowMatchingOutlierDetector(
@@ -115,8 +61,8 @@ def detectors(seed):
         "LocalOutlierFactor (novelty)": make_pipeline(
             StandardScaler(), LocalOutlierFactor(novelty=True)
         ),
-        "KDE (Scott, exact)": ExactGaussianKDE(),
-        "GaussianMixture (BIC)": BICGaussianMixture(random_state=seed),
+        "KDE (Scott, exact)": ScottKDE(),
+        "GaussianMixture (BIC)": BICGaussianMixture(seed, candidates=range(1, 11)),
     }
 
 
@@ -138,13 +84,10 @@ def run() -> dict:
     rows = []
     for name, seed, train, test, truth in splits():
         for detector_name, detector in detectors(seed).items():
-            start = time.perf_counter()
-            detector.fit(train)
-            fit_seconds = time.perf_counter() - start
-            start = time.perf_counter()
+            _, fit_seconds = timed(detector.fit, train)
+            log_density, score_seconds = timed(detector.score_samples, test)
             # Higher score_samples = more normal: negate for anomalies.
-            anomaly_score = -detector.score_samples(test)
-            score_seconds = time.perf_counter() - start
+            anomaly_score = -log_density
             rows.append(
                 {
                     "dataset": name,
@@ -180,17 +123,11 @@ def scoring_speed() -> dict:
     X = rng.normal(size=(5000, n_features)) @ rng.normal(size=(n_features,) * 2)
     detector = FlowMatchingOutlierDetector(random_state=0).fit(X)
     X_new = rng.normal(size=(n_rows, n_features)) @ rng.normal(size=(n_features,) * 2)
-    start = time.perf_counter()
-    exact = detector.score_samples(X_new)
-    seconds = time.perf_counter() - start
+    exact, seconds = timed(detector.score_samples, X_new)
     stats = detector.solver_stats_
-    start = time.perf_counter()
-    detector.sample(n_rows, random_state=0)
-    sample_seconds = time.perf_counter() - start
+    _, sample_seconds = timed(detector.sample, n_rows, random_state=0)
     detector.set_params(divergence="hutchinson", n_probes=1)
-    start = time.perf_counter()
-    estimate = detector.score_samples(X_new)
-    hutchinson_seconds = time.perf_counter() - start
+    estimate, hutchinson_seconds = timed(detector.score_samples, X_new)
     return {
         "n_rows": n_rows,
         "n_features": n_features,
@@ -232,13 +169,12 @@ def summarize(rows):
     return table, sets
 
 
-def write_markdown(results, path):
+def markdown(results):
     table, sets = results["summary"], results["datasets"]
     lines = [
         "# Anomaly detection benchmark",
         "",
-        f"Machine: {results['machine']}; torch {results['torch']}; skflow "
-        f"{results['skflow']}. Command: `{results['command']}`.",
+        environment_line(results),
         "",
         "Fit on 60% of the inliers, test on the other inliers and all anomalies; "
         f"mean over seeds {list(SEEDS)}. Every detector with its defaults.",
@@ -280,28 +216,20 @@ def write_markdown(results, path):
         f"against a spread of {speed['exact_score_std']:.1f} nats (std) of "
         f"the exact scores.",
     ]
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def main():
-    RESULTS.mkdir(exist_ok=True)
     rows = run()
     summary, sets = summarize(rows)
     results = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "torch": torch.__version__,
-        "skflow": skflow.__version__,
-        "command": "python benchmarks/anomaly_detection.py",
+        **environment(__spec__.name),
         "datasets": sets,
         "summary": summary,
         "runs": rows,
         "scoring_speed": scoring_speed(),
     }
-    (RESULTS / "anomaly_detection.json").write_text(
-        json.dumps(results, indent=2) + "\n"
-    )
-    write_markdown(results, RESULTS / "anomaly_detection.md")
-    print((RESULTS / "anomaly_detection.md").read_text())
+    write_results("anomaly_detection", results, markdown(results))
 
 
 if __name__ == "__main__":

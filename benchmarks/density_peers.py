@@ -1,4 +1,4 @@
-"""The peers of the density benchmarks, each with its best standard setting.
+"""The peers of the density and anomaly benchmarks, each in a standard setting.
 
 All of them work on standardized data and return log densities in the
 caller's units (the standardization's Jacobian included), like skflow:
@@ -7,6 +7,7 @@ caller's units (the standardization's Jacobian included), like skflow:
   cross-validated log-likelihood, scored exactly (a log-sum-exp over every
   training point; scikit-learn's tree KDE loses accuracy far from the
   data, scikit-learn issue 7492).
+- ``ScottKDE``: the same with Scott's bandwidth n^(-1 / (d + 4)).
 - ``BICGaussianMixture``: full-covariance GaussianMixture, number of
   components chosen by BIC.
 - ``TimedNSF``: zuko's neural spline flow trained by maximum likelihood
@@ -26,7 +27,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["BICGaussianMixture", "CrossValidatedKDE", "TimedNSF"]
+__all__ = ["BICGaussianMixture", "CrossValidatedKDE", "ScottKDE", "TimedNSF"]
 
 
 class _Standardized:
@@ -53,7 +54,26 @@ def _gaussian_kde_log_density(Z, data, bandwidth, block_rows=512):
     return out - normalizer
 
 
-class CrossValidatedKDE(_Standardized):
+class _ExactKDE(_Standardized):
+    """Scores by a log-sum-exp over every (standardized) training point."""
+
+    def score_samples(self, X):
+        Z = self._standardize(X)
+        return (
+            _gaussian_kde_log_density(Z, self.data_, self.bandwidth_)
+            + self.log_jacobian_
+        )
+
+
+class ScottKDE(_ExactKDE):
+    def fit(self, X):
+        self.data_ = self._standardize(X, fit=True)
+        n, d = self.data_.shape
+        self.bandwidth_ = n ** (-1.0 / (d + 4))
+        return self
+
+
+class CrossValidatedKDE(_ExactKDE):
     bandwidths = np.logspace(-2, 0.5, 26)
 
     def __init__(self, random_state=0):
@@ -72,19 +92,15 @@ class CrossValidatedKDE(_Standardized):
         self.data_ = Z
         return self
 
-    def score_samples(self, X):
-        Z = self._standardize(X)
-        return (
-            _gaussian_kde_log_density(Z, self.data_, self.bandwidth_)
-            + self.log_jacobian_
-        )
-
 
 class BICGaussianMixture(_Standardized):
-    candidates = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)
-
-    def __init__(self, random_state=0):
+    def __init__(
+        self,
+        random_state=0,
+        candidates=(1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50),
+    ):
         self.random_state = random_state
+        self.candidates = candidates
 
     def fit(self, X):
         Z = self._standardize(X, fit=True)

@@ -18,10 +18,10 @@ Peers (``density_peers.py``): KDE with a cross-validated bandwidth scored
 exactly, a GaussianMixture chosen by BIC, and zuko's NSF trained by maximum
 likelihood for as long as skflow's fit took on the same data.
 
-Run from the repository root on an idle machine (about 30 minutes on
-2 CPU cores); writes ``results/density_quality.{json,md,png}``:
+Run from the repository root on an idle machine (needs the ``bench`` and
+``plot`` extras); writes ``results/density_quality.{json,md,png}``:
 
-    pip install -e ".[bench,plot]" && python benchmarks/density_quality.py
+    python -m benchmarks.density_quality
 
 ``--digits-seeds 0 1 2 3 4 5`` runs only skflow and the NSF on digits, for
 those seeds, and writes ``results/density_quality_digits_seeds.{json,md}``.
@@ -30,34 +30,28 @@ those seeds, and writes ``results/density_quality_digits_seeds.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import time
-from pathlib import Path
 
 import numpy as np
-import torch
-from density_peers import BICGaussianMixture, CrossValidatedKDE, TimedNSF
-from known_densities import KNOWN_DENSITIES
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.model_selection import train_test_split
 
 import skflow
+from benchmarks._common import (
+    RESULTS,
+    environment,
+    environment_line,
+    timed,
+    write_results,
+)
+from benchmarks.density_peers import BICGaussianMixture, CrossValidatedKDE, TimedNSF
+from benchmarks.known_densities import KNOWN_DENSITIES
 
-RESULTS = Path(__file__).parent / "results"
 SEEDS = (0, 1)
 N_TRAIN, N_TEST = 10_000, 5_000
 SKFLOW = "skflow (defaults)"
 FIXED_DRAW = "skflow (defaults, on the peers' fixed draw)"
 NSF = "NSF (zuko, same time)"
 DIGITS = "digits (dequantized)"
-
-
-def timed(function, *args):
-    start = time.perf_counter()
-    result = function(*args)
-    return result, time.perf_counter() - start
 
 
 def evaluate(models, data, metric):
@@ -207,13 +201,12 @@ def summarize(runs):
     }
 
 
-def write_markdown(results, path):
+def markdown(results):
     lines = [
         "# Density quality",
         "",
-        f"Machine: {results['machine']}; torch {results['torch']}; skflow "
-        f"{results['skflow']}. Command: `{results['command']}`. Mean over "
-        f"seeds {list(SEEDS)}, ± std / sqrt(number of seeds).",
+        f"{environment_line(results)} Mean over seeds {list(SEEDS)}, "
+        "± std / sqrt(number of seeds).",
         "",
     ]
     for kind, title, better in (
@@ -240,13 +233,12 @@ def write_markdown(results, path):
                 )
         lines.append("")
     lines += [
-        "skflow and the NSF on digits over six seeds (`--digits-seeds`): "
+        "skflow and the NSF on digits on more seeds (`--digits-seeds`): "
         "`density_quality_digits_seeds.md`.",
         "",
         "![densities](density_quality.png)",
-        "",
     ]
-    path.write_text("\n".join(lines))
+    return lines
 
 
 def digits_seeds(seeds):
@@ -257,14 +249,14 @@ def digits_seeds(seeds):
         for model in (SKFLOW, NSF)
     }
     difference = by_model[SKFLOW] - by_model[NSF]
+    results = {**environment(__spec__.name), "runs": runs}
+    results["command"] += f" --digits-seeds {' '.join(map(str, seeds))}"
     lines = [
         "# Digits: skflow against the NSF on more seeds",
         "",
-        f"`python benchmarks/density_quality.py --digits-seeds "
-        f"{' '.join(map(str, seeds))}` (skflow {skflow.__version__}); test "
-        "log-likelihood in nats (higher is better), setup as in "
-        "`density_quality.md` (the NSF trains for as long as skflow's fit "
-        "on the same seed took).",
+        f"{environment_line(results)} Test log-likelihood in nats (higher "
+        "is better), setup as in `density_quality.md` (the NSF trains for "
+        "as long as skflow's fit on the same seed took).",
         "",
         "| seed | skflow (defaults) | NSF (zuko, same time) | difference |",
         "|---|---|---|---|",
@@ -276,11 +268,7 @@ def digits_seeds(seeds):
         f"{by_model[NSF].mean():.2f} | {difference.mean():+.2f} ± "
         f"{difference.std(ddof=1) / np.sqrt(len(seeds)):.2f} |",
     ]
-    (RESULTS / "density_quality_digits_seeds.json").write_text(
-        json.dumps({"skflow": skflow.__version__, "runs": runs}, indent=2) + "\n"
-    )
-    (RESULTS / "density_quality_digits_seeds.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("density_quality_digits_seeds", results, lines)
 
 
 def main():
@@ -292,25 +280,19 @@ def main():
         help="only skflow and the NSF on digits, for these seeds",
     )
     args = parser.parse_args()
-    RESULTS.mkdir(exist_ok=True)
     if args.digits_seeds:
         digits_seeds(args.digits_seeds)
         return
     plots = {}
     runs = known_density_runs(plots) + real_data_runs()
     results = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "torch": torch.__version__,
-        "skflow": skflow.__version__,
-        "command": "python benchmarks/density_quality.py",
+        **environment(__spec__.name),
         "kinds": {r["dataset"]: r["kind"] for r in runs},
         "summary": summarize(runs),
         "runs": runs,
     }
-    (RESULTS / "density_quality.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_markdown(results, RESULTS / "density_quality.md")
+    write_results("density_quality", results, markdown(results))
     density_plots(plots, RESULTS / "density_quality.png")
-    print((RESULTS / "density_quality.md").read_text())
 
 
 if __name__ == "__main__":

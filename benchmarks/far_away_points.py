@@ -7,22 +7,19 @@ each). Reports, per distance: the far rows' log densities, the wall time
 and field evaluations of the call against scoring the normal rows alone,
 the largest change of a normal row's score, and any warning.
 
-Run from the repository root: ``python benchmarks/far_away_points.py``
-(about a minute on 2 cores). Writes ``results/far_away_points.{json,md}``.
+Run from the repository root: ``python -m benchmarks.far_away_points``.
+Writes ``results/far_away_points.{json,md}``.
 """
 
-import json
-import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import make_moons
 
+from benchmarks._common import environment, environment_line, timed, write_results
 from skflow import FlowMatchingDensity
 
 DISTANCES = [1e1, 1e3, 1e6, 1e10, 1e30]
-RESULTS = Path(__file__).parent / "results"
 
 
 def _datasets():
@@ -38,13 +35,11 @@ def _datasets():
 def _timed_scores(est, X):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        start = time.perf_counter()
-        scores = est.score_samples(X)
-        elapsed = time.perf_counter() - start
+        scores, elapsed = timed(est.score_samples, X)
     return scores, elapsed, dict(est.solver_stats_), [str(w.message) for w in caught]
 
 
-def main():
+def run() -> list[dict]:
     rows = []
     for name, X in _datasets().items():
         train, normal = X[:2000], X[2000:]
@@ -76,13 +71,17 @@ def main():
                 }
             )
             print(rows[-1], flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "far_away_points.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def markdown(results):
+    rows = results["rows"]
     lines = [
         "# Far-away points (default estimator)",
         "",
-        "100 held-out rows scored together with 8 rows at each distance; "
-        "`python benchmarks/far_away_points.py`.",
+        environment_line(results),
+        "",
+        "100 held-out rows scored together with 8 rows at each distance.",
         "",
         "| data | distance (std) | far log density (max / min) | finite | "
         "largest change of a normal row | time (alone) | field evaluations "
@@ -101,7 +100,12 @@ def main():
     warned = sorted({w for r in rows for w in r["warnings"]})
     if warned:
         lines += ["", "Warnings seen:", ""] + [f"- {w}" for w in warned]
-    (RESULTS / "far_away_points.md").write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def main():
+    results = {**environment(__spec__.name), "rows": run()}
+    write_results("far_away_points", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -17,12 +17,11 @@ Measured in one run, on this machine:
    score_samples on the numpy array: time and largest difference.
 
 loky's workers are started once before the timed n_jobs=2 search (they stay
-alive between calls, so only a session's first parallel call pays the ~3 s
-of importing torch in them); the dask cluster's start-up is reported apart.
+alive between calls, so only a session's first parallel call pays for
+importing torch in them); the dask cluster's start-up is reported apart.
 
-Run from the repository root on an idle machine:
-``pip install -e ".[dask]" && python benchmarks/scaling.py`` (about 5
-minutes on 2 cores). Writes ``results/scaling.{json,md}``.
+Run from the repository root on an idle machine (needs the ``dask`` extra):
+``python -m benchmarks.scaling``. Writes ``results/scaling.{json,md}``.
 """
 
 import json
@@ -31,15 +30,14 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import make_moons
 from sklearn.model_selection import GridSearchCV
 
+from benchmarks._common import environment, environment_line, timed, write_results
 from skflow import FlowMatchingDensity
 
-RESULTS = Path(__file__).parent / "results"
 GRID = {"path": ["fm", "icfm"], "sigma": [0.01, 0.1]}
 SMALL = {"hidden_layer_sizes": (64, 64), "max_iter": 400, "batch_size": 256}
 
@@ -48,9 +46,8 @@ def _grid_search(X, n_jobs=None):
     search = GridSearchCV(
         FlowMatchingDensity(**SMALL, random_state=0), GRID, cv=3, n_jobs=n_jobs
     )
-    start = time.perf_counter()
-    search.fit(X)
-    return time.perf_counter() - start, search.cv_results_["mean_test_score"]
+    _, seconds = timed(search.fit, X)
+    return seconds, search.cv_results_["mean_test_score"]
 
 
 def grid_searches():
@@ -141,15 +138,11 @@ def dask_scoring():
     train = rng.normal(size=(5000, 10))
     est = FlowMatchingDensity(random_state=0).fit(train)
     X = rng.normal(size=(20000, 10))
-    start = time.perf_counter()
-    in_memory = est.score_samples(X)
-    memory_time = time.perf_counter() - start
-    start = time.perf_counter()
+    in_memory, memory_time = timed(est.score_samples, X)
     with dask.config.set(scheduler="synchronous"):  # one block at a time
-        blockwise = dask_score_samples(
-            est, da.from_array(X, chunks=(2500, 10))
-        ).compute()
-    dask_time = time.perf_counter() - start
+        blockwise, dask_time = timed(
+            dask_score_samples(est, da.from_array(X, chunks=(2500, 10))).compute
+        )
     return {
         "rows": len(X),
         "in_memory_seconds": memory_time,
@@ -159,34 +152,23 @@ def dask_scoring():
     }
 
 
-def main():
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    results = {"grid_search": grid_searches()}
-    print(results, flush=True)
-    results["large_fit"] = [_fit_in_fresh_process(n) for n in (10**4, 10**6)]
-    print(results["large_fit"], flush=True)
-    results["dask_scoring"] = dask_scoring()
-    print(results["dask_scoring"], flush=True)
-    results["this_process_peak_rss_mib"] = (
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scaling.json").write_text(json.dumps(results, indent=1))
+def markdown(results):
     grid, fits, scoring = (
         results["grid_search"],
         results["large_fit"],
         results["dask_scoring"],
     )
     lines = [
-        "# Scale-out (2-core CPU)",
+        "# Scale-out",
         "",
-        "`python benchmarks/scaling.py`; see the script's docstring for the setup.",
+        f"{environment_line(results)} See the script's docstring for the setup.",
         "",
         "## Grid search: 4 candidates x 3 folds",
         "",
         "| backend | time | speed-up over n_jobs=1 |",
         "|---|---|---|",
-        f"| n_jobs=1 (torch on 2 threads) | {grid['n_jobs_1_seconds']:.1f} s | 1.00x |",
+        f"| n_jobs=1 (torch on {results['threads']} threads) "
+        f"| {grid['n_jobs_1_seconds']:.1f} s | 1.00x |",
         f"| n_jobs=1, torch and BLAS on 1 thread | "
         f"{grid['n_jobs_1_one_thread_seconds']:.1f} s | "
         f"{grid['n_jobs_1_seconds'] / grid['n_jobs_1_one_thread_seconds']:.2f}x |",
@@ -200,8 +182,13 @@ def main():
         "against the one-thread serial search "
         f"{grid['n_jobs_2_vs_one_thread']:.1e} and "
         f"{grid['dask_vs_one_thread']:.1e}; n_jobs=2 against the default "
-        f"two-thread serial search {grid['n_jobs_2_vs_n_jobs_1']:.1e} (float32 "
-        "matrix products round differently on 1 and 2 threads).",
+        f"serial search {grid['n_jobs_2_vs_n_jobs_1']:.1e}"
+        + (
+            " (float32 matrix products round differently on 1 and "
+            f"{results['threads']} threads)."
+            if grid["n_jobs_2_vs_n_jobs_1"] > 0
+            else "."
+        ),
         "",
         "## Default fit (max_iter='auto', early stopping) on n x 10 rows",
         "",
@@ -227,7 +214,21 @@ def main():
         f"| {scoring['in_memory_over_dask']:.2f}x "
         f"| {scoring['max_abs_difference']:.1e} |",
     ]
-    (RESULTS / "scaling.md").write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def main():
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    results = {**environment(__spec__.name), "grid_search": grid_searches()}
+    print(results, flush=True)
+    results["large_fit"] = [_fit_in_fresh_process(n) for n in (10**4, 10**6)]
+    print(results["large_fit"], flush=True)
+    results["dask_scoring"] = dask_scoring()
+    print(results["dask_scoring"], flush=True)
+    results["this_process_peak_rss_mib"] = (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    write_results("scaling", results, markdown(results))
 
 
 if __name__ == "__main__":

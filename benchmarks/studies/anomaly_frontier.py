@@ -8,34 +8,39 @@ results were measured on 0.2.0, and `anomaly_detection.py` measures the
 current default) and for the ways to score faster: narrower networks (the
 exact divergence costs about d times the width squared per layer) and one
 Hutchinson probe instead of the exact divergence (2 passes of the network
-per node instead of d + 1). The exact KDE, the strongest peer of
-`anomaly_detection.py`, runs in the same protocol as the bar to clear.
+per node instead of d + 1). The exact KDE of `anomaly_detection.py` runs
+in the same protocol, as the bar to clear.
 
 Same protocol, data and seeds as `anomaly_detection.py`; the speed is
 measured as there (fit on 5,000 rows, score 100,000). Run from the
-repository root (about 25 minutes on 2 CPU cores; run nothing else
-meanwhile):
+repository root on an otherwise idle machine:
 
-    pip install -e . && python benchmarks/anomaly_frontier.py
+    python -m benchmarks.studies.anomaly_frontier
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import time
-from pathlib import Path
-
 import numpy as np
-import torch
-from anomaly_detection import SEEDS, ExactGaussianKDE, splits
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-import skflow
+from benchmarks._common import (
+    environment,
+    environment_line,
+    timed,
+    with_recipe,
+    write_results,
+)
+from benchmarks.anomaly_detection import SEEDS, splits
+from benchmarks.density_peers import ScottKDE
 from skflow import FlowMatchingOutlierDetector
+from skflow._recipe import Recipe
 
-RESULTS = Path(__file__).parent / "results"
+# skflow 0.2.0's recipe, on which the committed results were measured: SiLU
+# networks trained 80 sqrt(n) steps.
+Detector = with_recipe(
+    Recipe(activation="silu", auto_steps_per_sqrt_row=80),
+    base=FlowMatchingOutlierDetector,
+)
 KDE = "KDE (Scott, exact)"
 # Each network is fitted once; its scoring settings share that fit.
 NETWORKS = {
@@ -51,11 +56,9 @@ NETWORKS = {
 def accuracy() -> list[dict]:
     rows = []
     for name, seed, train, test, truth in splits():
-        scores = {KDE: ExactGaussianKDE().fit(train).score_samples(test)}
+        scores = {KDE: ScottKDE().fit(train).score_samples(test)}
         for widths, settings in NETWORKS.items():
-            detector = FlowMatchingOutlierDetector(
-                hidden_layer_sizes=widths, random_state=seed
-            ).fit(train)
+            detector = Detector(hidden_layer_sizes=widths, random_state=seed).fit(train)
             for variant, params in settings.items():
                 scores[variant] = detector.set_params(**params).score_samples(test)
         for variant, score in scores.items():
@@ -86,21 +89,12 @@ def speed() -> dict:
     X_new = rng.normal(size=(100_000, n_features)) @ mixing
     seconds = {}
     for widths, settings in NETWORKS.items():
-        detector = FlowMatchingOutlierDetector(
-            hidden_layer_sizes=widths, random_state=0
-        ).fit(X)
+        detector = Detector(hidden_layer_sizes=widths, random_state=0).fit(X)
         for variant, params in settings.items():
             detector.set_params(**params)
-            start = time.perf_counter()
-            detector.score_samples(X_new)
-            seconds[variant] = time.perf_counter() - start
+            _, seconds[variant] = timed(detector.score_samples, X_new)
             print(f"{variant}: {seconds[variant]:.1f} s", flush=True)
-    start = time.perf_counter()
-    kde = ExactGaussianKDE().fit(X)
-    # In chunks: one call would hold two 100,000 x 5,000 float64 matrices.
-    for chunk in np.array_split(X_new, 20):
-        kde.score_samples(chunk)
-    seconds[KDE] = time.perf_counter() - start
+    _, seconds[KDE] = timed(lambda: ScottKDE().fit(X).score_samples(X_new))
     return seconds
 
 
@@ -127,14 +121,13 @@ def summarize(rows: list[dict], seconds: dict) -> dict:
     return summary
 
 
-def write_markdown(results: dict, path: Path) -> None:
+def markdown(results: dict) -> list[str]:
     summary = results["summary"]
     sets = list(summary[KDE]["roc_auc_per_dataset"])
     lines = [
         "# Anomaly detection: accuracy against scoring speed",
         "",
-        f"Machine: {results['machine']}; torch {results['torch']}; skflow "
-        f"{results['skflow']}. Command: `{results['command']}`.",
+        environment_line(results),
         "",
         "Protocol and data of `anomaly_detection.md` (fit on 60% of the "
         f"inliers, seeds {list(SEEDS)}); time to score 100,000 rows of 20-D "
@@ -152,29 +145,18 @@ def write_markdown(results: dict, path: Path) -> None:
             f"| {variant} | {row['roc_auc']:.3f} | {row['average_precision']:.3f} "
             f"| {row['seconds_100k_rows']:.1f} | " + " | ".join(cells) + " |"
         )
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def main():
-    # The committed results come from skflow 0.2.0, whose networks were all
-    # SiLU and trained 80 sqrt(n) steps (0.3.0: GELU, 70 sqrt(n)): keep them
-    # reproducible.
-    skflow.density.ACTIVATION = "silu"
-    skflow.density._AUTO_STEPS_PER_SQRT_ROW = 80
-    RESULTS.mkdir(exist_ok=True)
     rows = accuracy()
     seconds = speed()
     results = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "torch": torch.__version__,
-        "skflow": skflow.__version__,
-        "command": "python benchmarks/anomaly_frontier.py",
+        **environment(__spec__.name),
         "summary": summarize(rows, seconds),
         "runs": rows,
     }
-    (RESULTS / "anomaly_frontier.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_markdown(results, RESULTS / "anomaly_frontier.md")
-    print((RESULTS / "anomaly_frontier.md").read_text())
+    write_results("anomaly_frontier", results, markdown(results))
 
 
 if __name__ == "__main__":

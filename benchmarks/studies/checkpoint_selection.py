@@ -1,14 +1,15 @@
 """Which held-out score picks the best checkpoint during training?
 
-Early stopping scores the averaged weights about 25 times per fit on at
-most 512 held-out rows, by 8 fixed rk4 steps (one Hutchinson probe above 3
-features), and keeps the best. This script fits the default recipe on each
+Early stopping scores the averaged weights on held-out rows a few times per
+fit by a fixed-step rk4 solve, and keeps the best (how often, on how many
+rows, by how many steps: the ``validation_*`` fields of
+``skflow._recipe.Recipe``). This script fits the default recipe on each
 known-density set with a patience longer than the fit, so that every
 checkpoint is kept, then records for every checkpoint:
 
 - the log density of each held-out row, as the fit scores them;
-- the log density of 2,048 fresh rows from the true density (8 rk4 steps,
-  exact divergence): what a larger held-out split would give;
+- the log density of 2,048 fresh rows from the true density (the same rk4
+  steps, exact divergence): what a larger held-out split would give;
 - the test KL(p || q) on fresh points (the truth the rules stand in for).
 
 The report replays early stopping on those rows with each rule of
@@ -16,33 +17,31 @@ The report replays early stopping on those rows with each rule of
 and gives the test KL of the checkpoint each keeps. A first pass of the
 script, kept in ``results/checkpoint_selection_solvers.jsonl``, scored the
 held-out rows by 8 and 16 rk4 steps and by dopri5 instead; the report
-shows it too.
+shows it too. Run from the repository root:
 
-    python benchmarks/checkpoint_selection.py --shard 0/2 &
-    python benchmarks/checkpoint_selection.py --shard 1/2
-    python benchmarks/checkpoint_selection.py --report
+    python -m benchmarks.studies.checkpoint_selection --shard 0/2 &
+    python -m benchmarks.studies.checkpoint_selection --shard 1/2; wait
+    python -m benchmarks.studies.checkpoint_selection --report
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import gzip
-import json
-from pathlib import Path
 
 import numpy as np
 import torch
-from known_densities import KNOWN_DENSITIES
 
-import skflow
-from skflow import density as density_module
-from skflow.ode import log_likelihood
+from benchmarks._common import RESULTS, read_runs, run_shard, shard, write_markdown
+from benchmarks.known_densities import KNOWN_DENSITIES
+from skflow import FlowMatchingDensity
+from skflow._early_stopping import HeldOutScore
+from skflow._ode import log_likelihood
 
-RESULTS = Path(__file__).parent / "results"
 # Per-row log densities, to 4 decimals (replays are unchanged by that),
-# gzipped: about 1.4 MB for the eight runs.
+# gzipped.
 RUNS = RESULTS / "checkpoint_selection_runs.jsonl.gz"
+SOLVER_RUNS = RESULTS / "checkpoint_selection_solvers.jsonl"
 N_TRAIN = 10_000
 # Test points per set; fewer in 10-D, where each costs 11 network passes
 # per evaluation (paired across checkpoints, so differences stay precise).
@@ -56,36 +55,29 @@ def _rounded(log_density):
     return [round(value, 4) for value in log_density.double().tolist()]
 
 
-def _read_runs():
-    with gzip.open(RUNS, "rt") as file:
-        return [json.loads(line) for line in file]
+class _RecordedScore:
+    """A held-out score that keeps each checkpoint it scores: the weights,
+    and the log density of each held-out row."""
+
+    def __init__(self, score: HeldOutScore) -> None:
+        self.score = score
+        self.states: list[dict] = []
+        self.rows: list[list[float]] = []
+
+    def __call__(self, field: torch.nn.Module) -> float:
+        log_density = self.score.log_densities(field)
+        self.states.append(copy.deepcopy(field.state_dict()))
+        self.rows.append(_rounded(log_density))
+        # The weighted mean, as HeldOutScore returns it.
+        return float(self.score.weights @ log_density)
 
 
-def _recording(record):
-    """Wrap skflow's validation score so that it keeps each checkpoint.
+class _Recording(FlowMatchingDensity):
+    """The estimator, keeping in ``recorded_`` what early stopping scored."""
 
-    skflow's validation calls ``log_likelihood`` (and nothing else in the
-    fit does): wrapping it records the per-row log densities.
-    """
-    original_score = density_module._validation_log_likelihood
-    original_log_likelihood = density_module.log_likelihood
-
-    def log_likelihood_by_row(*args, **kwargs):
-        log_density, stats = original_log_likelihood(*args, **kwargs)
-        record["rows"].append(_rounded(log_density))
-        return log_density, stats
-
-    def capturing(z, weights, path, dequantize, generator):
-        score = original_score(z, weights, path, dequantize, generator)
-        record["path"] = path
-
-        def recording(field):
-            record["states"].append(copy.deepcopy(field.state_dict()))
-            return score(field)
-
-        return recording
-
-    return capturing, log_likelihood_by_row
+    def _held_out_score(self, *args):
+        self.recorded_ = _RecordedScore(super()._held_out_score(*args))
+        return self.recorded_
 
 
 def run_one(set_name, seed):
@@ -95,33 +87,20 @@ def run_one(set_name, seed):
     # Fresh rows from the true density: what a larger held-out split
     # would score (they are not taken out of training here).
     X_extra = density.sample(N_EXTRA, 2000 + seed)
-    record = {"states": [], "rows": []}
-    saved = density_module._validation_log_likelihood, density_module.log_likelihood
-    (
-        density_module._validation_log_likelihood,
-        density_module.log_likelihood,
-    ) = _recording(record)
-    try:
-        # Patience longer than the fit: every checkpoint is scored.
-        est = skflow.FlowMatchingDensity(random_state=seed, n_iter_no_change=10**9)
-        est.fit(X_train)
-    finally:
-        (
-            density_module._validation_log_likelihood,
-            density_module.log_likelihood,
-        ) = saved
+    # Patience longer than the fit: every checkpoint is scored.
+    est = _Recording(random_state=seed, n_iter_no_change=10**9).fit(X_train)
 
     z_extra = torch.as_tensor((X_extra - est.mean_) / est.scale_, dtype=torch.float32)
     true_log_density = density.log_prob(X_test)
     extra_rows, test_kl = [], []
-    for state in record["states"]:
+    for state in est.recorded_.states:
         est.vector_field_.load_state_dict(state)
         log_density, _ = log_likelihood(
             est.vector_field_,
             z_extra,
-            record["path"].log_base_density,
+            est.path_.log_base_density,
             solver="rk4",
-            n_steps=density_module._VALIDATION_STEPS,
+            n_steps=est._recipe.validation_steps,
         )
         extra_rows.append(_rounded(log_density))
         test_kl.append(float(np.mean(true_log_density - est.score_samples(X_test))))
@@ -129,8 +108,8 @@ def run_one(set_name, seed):
     return {
         "dataset": set_name,
         "seed": seed,
-        "validation_every": density_module._validation_every(est.n_iter_),
-        "held_out_rows": record["rows"],
+        "validation_every": est._recipe.validation_every(est.n_iter_),
+        "held_out_rows": est.recorded_.rows,
         "extra_rows": extra_rows,
         "test_kl": test_kl,
     }
@@ -174,62 +153,72 @@ RULES = {
 }
 
 
-FINDINGS = [
-    "What it shows (skflow 0.3.0's fits; 0.3.1 differs only by the rounding "
-    "of its fused Adam step):",
-    "",
-    "- **On the 2-D sets the model improves to the last step** (the "
-    "learning rate decays to zero): on the checkerboard and two spirals "
-    "every rule keeps the last checkpoint or one as good. On 8 Gaussians "
-    "the 512 held-out rows are too few to see the last gains, and early "
-    "stopping keeps checkpoints 0.004 and 0.007 nats worse than the last "
-    "(seeds 0 and 1); that is most of the gap to the KDE there.",
-    "- **In 10-D the model overfits** from about 40% of its steps: "
-    "the last checkpoint is 0.065 to 0.085 nats worse than the best, and "
-    "keeping the best matters.",
-    "- **Keeping the latest checkpoint within 1 standard error** of the "
-    "best fixes 8 Gaussians but drifts into overfitting in 10-D (seed 1: "
-    "0.237 against 0.211); 2 standard errors drift further. Small data "
-    "sets are where overfitting matters most, so skflow keeps the best.",
-    "- **More held-out rows** (2,048, exact divergence) help a little "
-    "everywhere (mean 0.0914 against 0.0941) but would take a fifth of "
-    "10,000 rows out of training.",
-    "- **The solver matters less than the number of rows.** In 2-D, 8 rk4 "
-    "steps are biased by up to 0.003 (8 Gaussians) to 0.007 nats (two "
-    "spirals), more for the later, sharper fields; 16 steps are within "
-    "0.001 of dopri5. Scored by 16 steps or dopri5 instead (table above), "
-    "2 of 5 choices change: on 8 Gaussians, seed 0, for the better by "
-    "0.004 nats; on two spirals, for nothing. 16 steps would double the "
-    "cost of the checks (about 7% more fit time) for a gain seen once.",
-]
+SOLVERS = ("rk4-8", "rk4-16 exact", "dopri5 exact")
 
 
-def _solver_lines():
+def _solver_choices(run):
+    """The checkpoint each solver's score keeps (patience 10)."""
+    return [
+        chosen_checkpoint(np.array(run[solver])[:, None], 10, 0.0) for solver in SOLVERS
+    ]
+
+
+def _solver_lines(solver_runs):
     """Which checkpoint each solver's score keeps (a first pass, same fits)."""
-    solvers = ("rk4-8", "rk4-16 exact", "dopri5 exact")
     lines = [
-        "A first pass of this script scored each checkpoint's 512 held-out "
-        "rows by three solvers (`checkpoint_selection_solvers.jsonl`): the "
+        f"A first pass of this script scored each checkpoint's held-out "
+        f"rows by {len(SOLVERS)} solvers (`{SOLVER_RUNS.name}`): the "
         "checkpoint each keeps (patience 10) and its test KL:",
         "",
-        "| set | seed | " + " | ".join(solvers) + " |",
-        "|---" * (len(solvers) + 2) + "|",
+        "| set | seed | " + " | ".join(SOLVERS) + " |",
+        "|---" * (len(SOLVERS) + 2) + "|",
     ]
-    with (RESULTS / "checkpoint_selection_solvers.jsonl").open() as file:
-        for run in map(json.loads, file):
-            cells = []
-            for solver in solvers:
-                means = np.array(run[solver])[:, None]
-                index = chosen_checkpoint(means, 10, 0.0)
-                cells.append(f"{index + 1}: {run['test_kl'][index]:.4f}")
-            lines.append(
-                f"| {run['dataset']} | {run['seed']} | " + " | ".join(cells) + " |"
-            )
+    for run in solver_runs:
+        cells = [
+            f"{index + 1}: {run['test_kl'][index]:.4f}"
+            for index in _solver_choices(run)
+        ]
+        lines.append(
+            f"| {run['dataset']} | {run['seed']} | " + " | ".join(cells) + " |"
+        )
+    return lines
+
+
+def _measured_lines(runs, solver_runs):
+    """What the tables say, computed from them."""
+    lines = ["Computed from the runs:", ""]
+    for name in dict.fromkeys(run["dataset"] for run in runs):
+        mine = [run for run in runs if run["dataset"] == name]
+        kls = [np.array(run["test_kl"]) for run in mine]
+        seeds = " / ".join(str(run["seed"]) for run in mine)
+        best = " / ".join(str(kl.argmin() + 1) for kl in kls)
+        worse = " / ".join(f"{kl[-1] - kl.min():.4f}" for kl in kls)
+        lines.append(
+            f"- {name} (seeds {seeds}): the best "
+            f"checkpoint is check {best} of {len(kls[0])}; the last one is "
+            f"{worse} nats worse than it."
+        )
+    biases = [
+        f"{run['dataset']}, seed {run['seed']}: "
+        + ", ".join(
+            f"{solver} {np.abs(np.subtract(run[solver], run[SOLVERS[-1]])).max():.4f}"
+            for solver in SOLVERS[:-1]
+        )
+        for run in solver_runs
+    ]
+    changed = sum(len(set(_solver_choices(run))) > 1 for run in solver_runs)
+    lines += [
+        f"- Largest difference of a checkpoint's held-out score from "
+        f"{SOLVERS[-1]}'s (nats): " + "; ".join(biases) + ".",
+        f"- The checkpoint kept depends on the solver in {changed} of "
+        f"{len(solver_runs)} fits.",
+    ]
     return lines
 
 
 def report():
-    runs = _read_runs()
+    runs = read_runs(RUNS)
+    solver_runs = read_runs(SOLVER_RUNS)
     order = {name: i for i, name in enumerate(KNOWN_DENSITIES)}
     runs.sort(key=lambda run: (order[run["dataset"]], run["seed"]))
     columns = [*RULES, "last", "best (oracle)"]
@@ -237,15 +226,16 @@ def report():
         "# Which held-out score picks the checkpoint",
         "",
         "Test KL(p || q) in nats of the checkpoint each rule keeps (lower is "
-        f"better): skflow's default recipe, {N_TRAIN:,} training rows, 25 "
-        "checks per fit. Each rule is replayed on per-row log densities "
-        "(8 rk4 steps): of the 512 held-out rows the fit used, or of "
-        f"{N_EXTRA:,} fresh rows from the true density with the exact "
-        "divergence (what a larger held-out split would give). 'Latest "
-        "within k s.e.' keeps the latest checkpoint whose mean is within k "
-        "standard errors (of the paired per-row difference) of the best, "
-        "and stops after 10 checks in a row that are not. Regenerate with "
-        "the commands in `benchmarks/checkpoint_selection.py`.",
+        f"better): skflow's default recipe, {N_TRAIN:,} training rows, "
+        f"{len(runs[0]['test_kl'])} checks per fit. Each rule is replayed on "
+        f"per-row log densities ({FlowMatchingDensity._recipe.validation_steps} "
+        f"rk4 steps): of the {len(runs[0]['held_out_rows'][0])} held-out rows "
+        f"the fit used, or of {N_EXTRA:,} fresh rows from the true density "
+        "with the exact divergence (what a larger held-out split would give). "
+        "'Latest within k s.e.' keeps the latest checkpoint whose mean is "
+        "within k standard errors (of the paired per-row difference) of the "
+        "best, and stops after 10 checks in a row that are not. Regenerate "
+        "with the commands in `benchmarks/studies/checkpoint_selection.py`.",
         "",
         "| set | seed | " + " | ".join(columns) + " |",
         "|---" * (len(columns) + 2) + "|",
@@ -265,33 +255,27 @@ def report():
         )
     means = np.mean(cells_by_run, axis=0)
     lines.append("| **mean** | | " + " | ".join(f"{m:.4f}" for m in means) + " |")
-    lines += ["", *_solver_lines(), "", *FINDINGS]
-    (RESULTS / "checkpoint_selection.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    lines += [
+        "",
+        *_solver_lines(solver_runs),
+        "",
+        *_measured_lines(runs, solver_runs),
+    ]
+    write_markdown("checkpoint_selection", lines)
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--shard", default="0/1")
+    parser.add_argument("--shard", type=shard, default="0/1")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
     if args.report:
         report()
         return
-    index, count = map(int, args.shard.split("/"))
-    torch.set_num_threads(1)
-    done = set()
-    if RUNS.exists():
-        done = {(r["dataset"], r["seed"]) for r in _read_runs()}
     # The sets where the choice mattered most first; one 10-D run per shard.
     sets = ("8 gaussians", "10-D mixture", "two spirals", "checkerboard")
     jobs = [(name, seed) for name in sets for seed in SEEDS]
-    for set_name, seed in jobs[index::count]:
-        if (set_name, seed) in done:
-            continue
-        result = run_one(set_name, seed)
-        with gzip.open(RUNS, "at") as file:
-            file.write(json.dumps(result) + "\n")
+    run_shard(jobs, args.shard, run_one, RUNS, key=("dataset", "seed"))
 
 
 if __name__ == "__main__":

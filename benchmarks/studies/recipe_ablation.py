@@ -1,18 +1,19 @@
 """Ablation of skflow's training recipe on data with a known density.
 
-Each variant changes one thing from the default recipe and is fitted on
-10,000 points of each known-density set (``known_densities.py``); the
-metric is the test KL(p || q) on 5,000 fresh points, paired
-across variants (the same training and test points for every variant).
-Fit times are not compared here (the runs may share the machine): see
-``density_quality.py`` for timed results.
+Each variant changes one thing from a base recipe and is fitted on 10,000
+points of each known-density set (``known_densities.py``); the metric is
+the test KL(p || q) on 5,000 fresh points, paired across variants (the same
+training and test points for every variant). A variant passes estimator
+parameters, changes to ``skflow._recipe.Recipe`` (through a subclass of the
+estimator) or another network. Fit times are not compared here (the runs
+may share the machine): see ``density_quality.py`` for timed results.
 
 Run from the repository root; ``--shard i/n`` runs every n-th run so that
 two processes (one torch thread each) can share a 2-core machine:
 
-    python benchmarks/recipe_ablation.py --shard 0/2 &
-    python benchmarks/recipe_ablation.py --shard 1/2
-    python benchmarks/recipe_ablation.py --report
+    python -m benchmarks.studies.recipe_ablation --shard 0/2 &
+    python -m benchmarks.studies.recipe_ablation --shard 1/2; wait
+    python -m benchmarks.studies.recipe_ablation --report
 
 ``--seeds 1 --variants "0.2.0 defaults" "4 x 256"`` repeats chosen rows on another
 seed; the report lists them under the seed-0 table. ``--sets "8 gaussians"``
@@ -22,22 +23,32 @@ limits a run to some of the sets (the 4x row ran on two).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import time
-from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
-from known_densities import KNOWN_DENSITIES
 from torch import nn
 
-import skflow
-from skflow import _training
-from skflow import density as density_module
+from benchmarks._common import (
+    RESULTS,
+    read_runs,
+    run_shard,
+    shard,
+    timed,
+    with_recipe,
+    write_markdown,
+)
+from benchmarks.known_densities import KNOWN_DENSITIES
+from skflow import FlowMatchingDensity
+from skflow._nets import VectorField
+from skflow._recipe import Recipe
 
 
-class _AutogradField(density_module.VectorField):
-    """A variant network; its divergence is taken by autograd when scored."""
+class _AutogradField(VectorField):
+    """A variant network: VectorField's closed-form divergence does not hold
+    for it, so its divergence is taken by autograd when scored."""
 
     velocity_and_divergence = None
 
@@ -62,18 +73,35 @@ class _ResidualField(_AutogradField):
         return last(h)
 
 
-def _logit_normal_times(uniform, normal, n):
-    return torch.sigmoid(normal(n, 1))
+class _OtherNetwork(FlowMatchingDensity):
+    """The estimator, training ``network`` instead of VectorField; its
+    initial weights come from a forked RNG seeded as skflow's own do."""
+
+    network: ClassVar[type[VectorField]]
+
+    def _build_field(self, n_features, hidden_layer_sizes, seed):
+        recipe = self._recipe
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.network(
+                n_features,
+                hidden_layer_sizes,
+                recipe.n_time_frequencies,
+                n_fourier_features=recipe.n_fourier_features,
+                fourier_scale=recipe.fourier_scale(n_features),
+                activation=recipe.activation,
+            )
 
 
-def _stratified_times(uniform, normal, n):
-    """One uniform shift of an even grid (each of n strata gets one t), skewed."""
-    shift = uniform(1, 1)
-    grid = torch.arange(n, dtype=shift.dtype, device=shift.device).unsqueeze(1) / n
-    return ((shift + grid) % 1.0) ** (1.0 / (1.0 + _training.TIME_SKEW))
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One row of the ablation."""
+
+    params: dict = dataclasses.field(default_factory=dict)  # of the estimator
+    recipe: dict = dataclasses.field(default_factory=dict)  # fields of Recipe
+    network: type[VectorField] | None = None
 
 
-RESULTS = Path(__file__).parent / "results"
 RUNS = RESULTS / "recipe_ablation_runs.jsonl"
 PREVIOUS_RUNS = RESULTS / "recipe_ablation_previous_runs.jsonl"
 SEEDS = (0,)
@@ -81,87 +109,70 @@ N_TRAIN, N_TEST = 10_000, 5_000
 
 # Every row starts from skflow 0.2.0's defaults: a 3 x 256 SiLU network,
 # 8,000 steps for 10,000 rows.
-BASE = (
-    {"hidden_layer_sizes": (256, 256, 256), "max_iter": 8000},
-    {"ACTIVATION": "silu"},
+BASE = Variant(
+    params={"hidden_layer_sizes": (256, 256, 256), "max_iter": 8000},
+    recipe={"activation": "silu"},
 )
-# name: (estimator parameters, constants of skflow.density / skflow._training)
+# 0.3's recipe: these parameters, and GELU.
+PARAMS_0_3 = {"hidden_layer_sizes": (256,) * 4, "max_iter": 7000}
+GELU = {"activation": "gelu"}
 VARIANTS = {
-    "0.2.0 defaults": ({}, {}),
-    "no Fourier features": ({}, {"FOURIER_FEATURES": 0}),
-    "Fourier scale / 2": ({}, {"FOURIER_SCALE_FACTOR": 0.5}),
-    "Fourier scale x 2": ({}, {"FOURIER_SCALE_FACTOR": 2.0}),
-    "t uniform (a=0)": ({}, {"TIME_SKEW": 0.0}),
-    "t skewed more (a=3)": ({}, {"TIME_SKEW": 3.0}),
-    "no early stopping": ({"n_iter_no_change": None}, {}),
-    "half the steps": ({"max_iter": 4000}, {}),
-    "twice the steps": ({"max_iter": 16000}, {}),
-    "path ot-cfm": ({"path": "ot-cfm"}, {}),
-    "learning rate 1e-3": ({"learning_rate": 1e-3}, {}),
-    "learning rate 5e-3": ({"learning_rate": 5e-3}, {}),
-    "batch 256": ({"batch_size": 256}, {}),
-    "batch 256, twice the steps": ({"batch_size": 256, "max_iter": 16000}, {}),
-    "4 x 256": ({"hidden_layer_sizes": (256,) * 4}, {}),
-    "residual connections": ({}, {"VectorField": _ResidualField}),
-    "GELU": ({}, {"ACTIVATION": "gelu"}),
-    "tanh": ({}, {"VectorField": _TanhField}),
-    "no EMA": ({}, {"EMA_DECAY": 0.0}),
-    # Gradient norms here are 0.2 to 0.8: norm 1 would never clip.
-    "gradient clipping (norm 0.3)": ({}, {"GRADIENT_CLIP_NORM": 0.3}),
-    "t logit-normal (0, 1)": ({}, {"_draw_times": _logit_normal_times}),
-    "4 x 256, GELU": ({"hidden_layer_sizes": (256,) * 4}, {"ACTIVATION": "gelu"}),
-    "4 x 256, GELU, 7,000 steps": (
-        {"hidden_layer_sizes": (256,) * 4, "max_iter": 7000},
-        {"ACTIVATION": "gelu"},
+    "0.2.0 defaults": Variant(),
+    "no Fourier features": Variant(recipe={"n_fourier_features": 0}),
+    "Fourier scale / 2": Variant(recipe={"fourier_scale_factor": 0.5}),
+    "Fourier scale x 2": Variant(recipe={"fourier_scale_factor": 2.0}),
+    "t uniform (a=0)": Variant(recipe={"time_skew": 0.0}),
+    "t skewed more (a=3)": Variant(recipe={"time_skew": 3.0}),
+    "no early stopping": Variant({"n_iter_no_change": None}),
+    "half the steps": Variant({"max_iter": 4000}),
+    "twice the steps": Variant({"max_iter": 16000}),
+    "path ot-cfm": Variant({"path": "ot-cfm"}),
+    "learning rate 1e-3": Variant({"learning_rate": 1e-3}),
+    "learning rate 5e-3": Variant({"learning_rate": 5e-3}),
+    "batch 256": Variant({"batch_size": 256}),
+    "batch 256, twice the steps": Variant({"batch_size": 256, "max_iter": 16000}),
+    "4 x 256": Variant({"hidden_layer_sizes": (256,) * 4}),
+    "residual connections": Variant(network=_ResidualField),
+    "GELU": Variant(recipe=GELU),
+    "tanh": Variant(network=_TanhField),
+    "no EMA": Variant(recipe={"ema_decay": 0.0}),
+    "gradient clipping (norm 0.3)": Variant(recipe={"gradient_clip_norm": 0.3}),
+    "t logit-normal (0, 1)": Variant(recipe={"time_sampling": "logit-normal"}),
+    "4 x 256, GELU": Variant({"hidden_layer_sizes": (256,) * 4}, GELU),
+    "4 x 256, GELU, 7,000 steps": Variant(PARAMS_0_3, GELU),
+    "4 x 256, GELU, no early stopping": Variant(
+        {"hidden_layer_sizes": (256,) * 4, "n_iter_no_change": None}, GELU
     ),
-    "4 x 256, GELU, no early stopping": (
-        {"hidden_layer_sizes": (256,) * 4, "n_iter_no_change": None},
-        {"ACTIVATION": "gelu"},
-    ),
-    # Changes from 0.3's recipe (4 x 256, GELU, 7,000 steps).
-    "0.3, stratified t": (
-        {"hidden_layer_sizes": (256,) * 4, "max_iter": 7000},
-        {"ACTIVATION": "gelu", "_draw_times": _stratified_times},
-    ),
-    "0.3, twice the steps": (
-        {"hidden_layer_sizes": (256,) * 4, "max_iter": 14000},
-        {"ACTIVATION": "gelu"},
-    ),
-    "0.3, 4x the steps": (
-        {"hidden_layer_sizes": (256,) * 4, "max_iter": 28000},
-        {"ACTIVATION": "gelu"},
-    ),
-    "0.3, batch 1024, 3,500 steps": (
-        {"hidden_layer_sizes": (256,) * 4, "max_iter": 3500, "batch_size": 1024},
-        {"ACTIVATION": "gelu"},
+    # Changes from 0.3's recipe.
+    "0.3, stratified t": Variant(PARAMS_0_3, GELU | {"time_sampling": "stratified"}),
+    "0.3, twice the steps": Variant(PARAMS_0_3 | {"max_iter": 14000}, GELU),
+    "0.3, 4x the steps": Variant(PARAMS_0_3 | {"max_iter": 28000}, GELU),
+    "0.3, batch 1024, 3,500 steps": Variant(
+        PARAMS_0_3 | {"max_iter": 3500, "batch_size": 1024}, GELU
     ),
 }
 
 
+def _recipe(variant: Variant) -> Recipe:
+    return dataclasses.replace(Recipe(), **(BASE.recipe | variant.recipe))
+
+
+def estimator(variant: Variant, seed: int) -> FlowMatchingDensity:
+    """The base estimator with the variant's changes, unfitted."""
+    base = FlowMatchingDensity
+    if variant.network is not None:
+        base = type(base.__name__, (_OtherNetwork,), {"network": variant.network})
+    params = BASE.params | variant.params
+    return with_recipe(_recipe(variant), base)(random_state=seed, **params)
+
+
 def run_one(variant, set_name, seed):
-    params, constants = (
-        base | change for base, change in zip(BASE, VARIANTS[variant], strict=True)
-    )
     density = KNOWN_DENSITIES[set_name]
     X_train = density.sample(N_TRAIN, seed)
     X_test = density.sample(N_TEST, 1000 + seed)
-    modules = {
-        name: _training if hasattr(_training, name) else density_module
-        for name in constants
-    }
-    saved = {name: getattr(modules[name], name) for name in constants}
-    try:
-        for name, value in constants.items():
-            setattr(modules[name], name, value)
-        est = skflow.FlowMatchingDensity(random_state=seed, **params)
-        start = time.perf_counter()
-        est.fit(X_train)
-        fit_seconds = time.perf_counter() - start
-    finally:
-        for name, value in saved.items():
-            setattr(modules[name], name, value)
+    est, fit_seconds = timed(estimator(VARIANTS[variant], seed).fit, X_train)
     kl = float(np.mean(density.log_prob(X_test) - est.score_samples(X_test)))
-    return {
+    result = {
         "variant": variant,
         "dataset": set_name,
         "seed": seed,
@@ -169,6 +180,8 @@ def run_one(variant, set_name, seed):
         "fit_seconds": fit_seconds,
         "n_iter": est.n_iter_,
     }
+    print(json.dumps(result), flush=True)
+    return result
 
 
 def _table(runs, variants, sets, seed=0):
@@ -190,89 +203,102 @@ def _table(runs, variants, sets, seed=0):
     return lines
 
 
-def _read(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
+def _seed_noise(runs):
+    """Mean |KL(seed 0) - KL(seed s)| over the (variant, set) run on both,
+    and how many there are."""
+    kl = {(r["variant"], r["dataset"], r["seed"]): r["kl"] for r in runs}
+    differences = [
+        abs(value - kl[variant, dataset, 0])
+        for (variant, dataset, seed), value in kl.items()
+        if seed != 0 and (variant, dataset, 0) in kl
+    ]
+    return float(np.mean(differences)), len(differences)
+
+
+def _means_over_seeds(runs, sets):
+    """Mean KL over every set and seed, for the variants run on every set
+    with more than one seed."""
+    means = {}
+    for variant in VARIANTS:
+        mine = [r for r in runs if r["variant"] == variant]
+        seeds = {r["seed"] for r in mine}
+        complete = len(mine) == len(seeds) * len(sets)
+        if len(seeds) > 1 and complete:
+            means[variant] = np.mean([r["kl"] for r in mine])
+    return "; ".join(f"'{v}' {m:.3f}" for v, m in means.items())
+
+
+def _recipe_lines():
+    """The base recipe, as this script runs it."""
+    recipe = _recipe(Variant())
+    params = FlowMatchingDensity().get_params() | BASE.params
+    widths = params["hidden_layer_sizes"]
+    full_decay_step = round((10 * recipe.ema_decay - 1) / (1 - recipe.ema_decay))
+    return [
+        f"skflow 0.2.0's defaults: {len(widths)} x {widths[0]} "
+        f"`{recipe.activation}` MLP on z, {recipe.n_fourier_features} random "
+        f"Fourier features of z (frequency scale {recipe.fourier_scale(2):g} "
+        f"in 2-D, {recipe.fourier_scale(2):g} (2/d)^1.5 above) and "
+        f"{recipe.n_time_frequencies} sin/cos pairs of t; Adam at "
+        f"{params['learning_rate']:g} with {recipe.warmup_fraction:.0%} "
+        f"warm-up and cosine decay; batch {params['batch_size']}; EMA "
+        f"{recipe.ema_decay:g}; training times t = u^(1/{1 + recipe.time_skew:g}); "
+        f"{params['max_iter']:,} steps; early "
+        f"stopping on the log-likelihood of {recipe.validation_max_rows} "
+        f"held-out rows (`n_iter_no_change={params['n_iter_no_change']}` of "
+        f"{recipe.validation_checks} checks, best weights kept); path "
+        f"`{params['path']}`, sigma {params['sigma']:g}.",
+        "",
+        "The EMA's decay is warmed up as (1 + s) / (10 + s) at step s and "
+        f"capped at {recipe.ema_decay:g}, which it reaches after "
+        f"{full_decay_step:,} steps: up to there it averages about the last "
+        "ninth of the steps taken. Residual connections add the input of "
+        "each hidden layer to its output. Logit-normal t is sigmoid(N(0, 1)); "
+        "stratified t is one uniform shift of an even grid of the batch's "
+        "times, then skewed (less variance in the loss's time average).",
+    ]
 
 
 def report():
     sets = list(KNOWN_DENSITIES)
-    table = _table(_read(RUNS), VARIANTS, sets)
+    runs = read_runs(RUNS)
+    table = _table(runs, VARIANTS, sets)
     if any("|  |" in line for line in table):
         table += [
             "",
-            "Blank cells were not run: the 4x row by choice (above); any "
-            "other, not yet (the script resumes where it stopped).",
+            "Blank cells were not run (`--sets` limits a run to some sets; "
+            "the script resumes where it stopped).",
         ]
     # Later seeds (--seeds), to check the differences that matter.
     other_seeds = []
-    for seed in sorted({r["seed"] for r in _read(RUNS)} - {0}):
-        runs = [r for r in _read(RUNS) if r["seed"] == seed]
-        variants = [v for v in VARIANTS if any(r["variant"] == v for r in runs)]
+    for seed in sorted({r["seed"] for r in runs} - {0}):
+        seed_runs = [r for r in runs if r["seed"] == seed]
+        variants = [v for v in VARIANTS if any(r["variant"] == v for r in seed_runs)]
         other_seeds += [
             f"Seed {seed}, for the variants run on it:",
             "",
-            *_table(runs, variants, sets, seed),
+            *_table(seed_runs, variants, sets, seed),
             "",
         ]
+    noise, n_pairs = _seed_noise(runs)
     lines = [
         "# Recipe ablation",
         "",
         f"Test KL(p || q) in nats (lower is better) on {N_TEST:,} test points, "
-        f"after fitting {N_TRAIN:,} points; seed 0, so differences below about "
-        "0.01 are noise (two seeds of one recipe differ by that much). Each "
-        "row changes one thing from skflow 0.2.0's defaults, except the "
-        "last seven: '4 x 256, GELU' combines the two best changes; with "
-        "7,000 steps (to fit 10,000 rows in about a minute) it is skflow "
-        "0.3's default recipe; the next row drops its early stopping "
-        "(`n_iter_no_change=None`: no held-out split, all the steps, the "
-        "last weights kept). Two '0.3, ...' rows change 0.3's recipe "
-        "at the same compute: stratified t (one uniform shift of an even "
-        "grid of the batch's times, then skewed: less variance in the "
-        "loss's time average) and twice the batch for half the steps; "
-        "both moved the KLs within the seeds' noise (mean over the four "
-        "sets and two seeds 0.090 and 0.090, against 0.087). The rows "
-        "'0.3, twice the steps' and '0.3, 4x the steps' ask what compute "
-        "beyond the one-minute budget buys (14,000 and 28,000 steps); "
-        "the 4x row ran only on 8 Gaussians and two spirals, the two sets "
-        "still short of their targets (KDE 0.015 and GMM 0.030 in "
-        "`density_quality.md`). Twice the steps helped the checkerboard "
-        "(0.070 / 0.071 against 0.083 / 0.082, seeds 0 / 1) and nothing "
-        "else: early stopping ended 8 Gaussians at 11,760 and 8,400 steps. "
-        "Four times the steps, run to the end, reached 0.018 / 0.023 on 8 "
-        "Gaussians and 0.034 / 0.039 on two spirals: the remaining gaps "
-        "are not closed by training longer. The "
-        "'0.3, ...' rows were measured with skflow 0.3.1, the others with "
-        "0.3.0's Adam step; 0.3.1's fused step makes the same update (it "
-        "reproduced 0.3.0's test KLs in `density_quality.py` to 5 "
-        "decimals). Regenerate with the commands in `benchmarks/recipe_ablation.py`.",
+        f"after fitting {N_TRAIN:,} points; seed 0, and later seeds for some "
+        f"rows: two seeds of one row differ by {noise:.3f} nats on average "
+        f"({n_pairs} pairs). Each row changes one thing from skflow 0.2.0's "
+        "defaults (below), except the rows from '4 x 256, GELU' on: that row "
+        "combines two changes; with 7,000 steps it is skflow 0.3's default "
+        "recipe; the next row drops its early stopping (`n_iter_no_change="
+        "None`: no held-out split, all the steps, the last weights kept); "
+        "the '0.3, ...' rows change one thing from 0.3's recipe. Mean over "
+        f"the sets and seeds: {_means_over_seeds(runs, sets)}. Regenerate "
+        "with the commands in `benchmarks/studies/recipe_ablation.py`.",
         "",
         "## The recipe the rows change",
         "",
-        "skflow 0.2.0's defaults: "
-        "3 x 256 SiLU MLP on z, 128 random Fourier features of z (frequency "
-        "scale 4 in 2-D, 4 (2/d)^1.5 above) and sin/cos features of t; Adam "
-        "at 2e-3 with 5% warm-up and cosine decay; batch 512; EMA 0.999; "
-        "training times t = u^(1/2); `max_iter='auto'` (8,000 steps here); "
-        "early stopping on the log-likelihood of 512 held-out rows "
-        "(`n_iter_no_change=10` of 25 checks, best weights kept); path "
-        "`fm`, sigma 0.01.",
-        "",
-        "The EMA's decay is warmed up as (1 + s) / (10 + s) at step s and "
-        "capped at 0.999, which it reaches only after 8,990 steps: up to "
-        "there it averages about the last ninth of the steps taken (a "
-        "run of 0.3's recipe with the cap at 0.9995 repeated the default "
-        "to 1e-6 nats on all eight fits, and is not listed). "
-        "Residual connections add the input of each hidden layer to its "
-        "output. Gradient norms run from 0.2 to 0.8 here (median about "
-        "0.3 to 0.4 in shorter runs on the checkerboard and 10-D sets), so "
-        "clipping at norm 1 would never act; 0.3 acts on most steps. "
-        "Logit-normal t is sigmoid(N(0, 1)). Early stopping is kept: "
-        "without it the 4 x 256 GELU recipe lost 0.12 / 0.09 nats in 10-D "
-        "(seeds 0 / 1), where the model starts to overfit at about half "
-        "of its steps and the last weights are the overfitted ones; it "
-        "gained 0.01 on 8 Gaussians only on seed 1, where training had "
-        "stopped at 6,080 steps (see `checkpoint_selection.md` for how "
-        "the held-out score picks checkpoints).",
+        *_recipe_lines(),
         "",
         *table,
         "",
@@ -281,20 +307,17 @@ def report():
         "",
         "Measured first, on the 0.1.0 defaults (no Fourier features, uniform "
         "t, fixed `max_iter`, no held-out split); each row changes one thing "
-        "from 6,000 steps. It showed that no optimizer or path setting came "
-        "close to what the data needed on the sharp sets, which led to the "
-        "Fourier features.",
+        "from 6,000 steps.",
         "",
     ]
-    previous = _read(PREVIOUS_RUNS)
+    previous = read_runs(PREVIOUS_RUNS)
     lines += _table(previous, list(dict.fromkeys(r["variant"] for r in previous)), sets)
-    (RESULTS / "recipe_ablation.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_markdown("recipe_ablation", lines)
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--shard", default="0/1")
+    parser.add_argument("--shard", type=shard, default="0/1")
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--seeds", type=int, nargs="*", default=list(SEEDS))
@@ -303,27 +326,14 @@ def main():
     if args.report:
         report()
         return
-    index, count = map(int, args.shard.split("/"))
-    torch.set_num_threads(1)
-    RESULTS.mkdir(exist_ok=True)
-    done = set()
-    if RUNS.exists():
-        for line in RUNS.read_text().splitlines():
-            r = json.loads(line)
-            done.add((r["variant"], r["dataset"], r["seed"]))
     jobs = [
         (variant, set_name, seed)
         for seed in args.seeds
         for variant in args.variants
         for set_name in args.sets
     ]
-    for job in jobs[index::count]:
-        if job in done:
-            continue
-        result = run_one(*job)
-        print(json.dumps(result), flush=True)
-        with RUNS.open("a") as f:
-            f.write(json.dumps(result) + "\n")
+    key = ("variant", "dataset", "seed")
+    run_shard(jobs, args.shard, run_one, RUNS, key)
 
 
 if __name__ == "__main__":
