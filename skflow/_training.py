@@ -270,11 +270,7 @@ def train_vector_field(
         for step in range(max_iter):
             t, x_t, u_t = minibatches()
             loss = (field(t, x_t) - u_t).square().mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if gradient_clip_norm is not None:
-                nn.utils.clip_grad_norm_(field.parameters(), gradient_clip_norm)
-            optimizer.step()
+            _descend(loss, field, optimizer, gradient_clip_norm)
             scheduler.step()
             ema.update(field, step)
             losses[step] = loss.detach()
@@ -301,13 +297,24 @@ def train_vector_field(
         progress.bar.close()
     losses = losses[:n_steps_done]
     _check_finite_losses(losses, learning_rate)
-    if not all(torch.isfinite(p).all() for p in ema.module.parameters()):
-        raise FloatingPointError(
-            _diverged_message("the averaged weights", learning_rate)
-        )
+    _check_finite_weights(ema.module, learning_rate)
     if best.state is not None:
         ema.module.load_state_dict(best.state)
     return ema.module.eval(), losses.tolist(), best.scores
+
+
+def _descend(
+    loss: torch.Tensor,
+    field: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    gradient_clip_norm: float | None,
+) -> None:
+    """One optimizer step down the gradient of ``loss``, clipped if asked."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if gradient_clip_norm is not None:
+        nn.utils.clip_grad_norm_(field.parameters(), gradient_clip_norm)
+    optimizer.step()
 
 
 def _check_finite_losses(losses: torch.Tensor, learning_rate: float) -> None:
@@ -317,6 +324,13 @@ def _check_finite_losses(losses: torch.Tensor, learning_rate: float) -> None:
         value = float(losses[step - 1])
         raise FloatingPointError(
             _diverged_message(f"the loss ({value}) at step {step}", learning_rate)
+        )
+
+
+def _check_finite_weights(module: nn.Module, learning_rate: float) -> None:
+    if not all(torch.isfinite(p).all() for p in module.parameters()):
+        raise FloatingPointError(
+            _diverged_message("the averaged weights", learning_rate)
         )
 
 

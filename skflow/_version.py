@@ -1,3 +1,3 @@
 """The package version, in one place (pyproject.toml reads it too)."""
 
-__version__ = "0.3.2"
+__version__ = "0.4.0.dev0"

@@ -157,7 +157,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
     atol : float, default=1e-6
         Absolute tolerance of an adaptive solver. The errors of the log
         densities that the defaults give are measured against a float64
-        solve in the user guide (``benchmarks/likelihood_engine.py``).
+        solve in the user guide (``python -m benchmarks.likelihood_engine``).
 
     divergence : {"exact", "hutchinson"}, default="exact"
         How the divergence of the field is computed in the likelihood:
@@ -424,29 +424,50 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         data = standardized_tensor(
             X, mean, scale, training_data_device(n_bytes, device), dtype
         )
-        weights = to_tensor(sample_weight, device, dtype)
-        rng = np.random.RandomState(draw_seed(self.random_state))
-        init_seed, train_seed, probe_seed = (draw_seed(rng) for _ in range(3))
-        path = make_path(self.path, self.sigma)
         dequantize = (
             to_tensor(discrete / scale, device, dtype) if discrete.any() else None
         )
-        max_iter = self._max_iter(len(X))
+        rng = np.random.RandomState(draw_seed(self.random_state))
+        init_seed, train_seed, probe_seed = (draw_seed(rng) for _ in range(3))
+        path = make_path(self.path, self.sigma)
+        field = self._build_field(X.shape[1], hidden_layer_sizes, init_seed)
+        field, loss_curve, validation_scores = self._train(
+            field.to(device=device, dtype=dtype),
+            path,
+            data,
+            to_tensor(sample_weight, device, dtype),
+            sample_weight,
+            dequantize,
+            rng,
+            make_generator(train_seed, device),
+        )
+        self.mean_, self.scale_, self.integer_columns_ = mean, scale, discrete
+        self.path_, self.vector_field_, self.device_ = path, field, device
+        self.n_iter_ = len(loss_curve)
+        self.loss_curve_ = loss_curve
+        self.validation_scores_ = validation_scores
+        self._probe_seed = probe_seed
+        return self
+
+    def _train(
+        self, field, path, data, weights, sample_weight, dequantize, rng, generator
+    ):
+        """Flow matching on ``data``, with early stopping where rows are held out."""
+        max_iter = self._max_iter(len(data))
         # Held-out rows get weight 0: the sampler never draws them.
         validation_score = self._held_out_score(
             data, weights, sample_weight, path, dequantize, rng
         )
-        field = self._build_field(X.shape[1], hidden_layer_sizes, init_seed)
         recipe = self._recipe
-        field, loss_curve, validation_scores = train_vector_field(
-            field.to(device=device, dtype=dtype),
+        return train_vector_field(
+            field,
             path,
             data,
             weights,
             max_iter=max_iter,
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
-            generator=make_generator(train_seed, device),
+            generator=generator,
             dequantize=dequantize,
             validation_score=validation_score,
             validation_every=recipe.validation_every(max_iter),
@@ -458,13 +479,6 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
             gradient_clip_norm=recipe.gradient_clip_norm,
             verbose=self.verbose,
         )
-        self.mean_, self.scale_, self.integer_columns_ = mean, scale, discrete
-        self.path_, self.vector_field_, self.device_ = path, field, device
-        self.n_iter_ = len(loss_curve)
-        self.loss_curve_ = loss_curve
-        self.validation_scores_ = validation_scores
-        self._probe_seed = probe_seed
-        return self
 
     def score_samples(self, X):
         """Compute the log density of each sample under the model.
