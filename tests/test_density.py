@@ -8,6 +8,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from _data import SMALL, SMALL_EXACT, blobs
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -20,22 +21,15 @@ from toy_densities import GaussianMixture2D
 from skflow import FlowMatchingDensity
 from skflow._ode import MAX_EVALUATIONS, log_likelihood
 
-# Small, fast models; float64 + rk4 where results must be compared tightly
-# (each row is then integrated independently of the others).
-# No held-out split: every step is taken and every row trains (the split
-# and early stopping are tested in test_recipe.py).
-TINY = {
-    "hidden_layer_sizes": (32, 32),
-    "max_iter": 100,
-    "batch_size": 64,
-    "n_iter_no_change": None,
-}
-EXACT = {**TINY, "solver": "rk4", "n_steps": 8, "dtype": "float64"}
+# SMALL: no held-out split, so every step is taken and every row trains (the
+# split and early stopping are tested in test_early_stopping.py); SMALL_EXACT
+# where results must be compared tightly (each row integrated on its own).
 
 
-def _blobs(n=200, d=2, seed=0):
-    rng = np.random.RandomState(seed)
-    return rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + rng.normal(size=d)
+@pytest.fixture(scope="module")
+def blob_fit():
+    X = blobs(n=300)
+    return X, FlowMatchingDensity(**SMALL, random_state=0).fit(X)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +48,7 @@ def mixture_fit(request):
     return mixture, X, est
 
 
+@pytest.mark.slow
 def test_density_integrates_to_one(mixture_fit):
     # A normalizing flow's density integrates to 1 up to solver error; the
     # Riemann sum over a 150 x 150 grid reaching 3 units past the data is
@@ -68,6 +63,7 @@ def test_density_integrates_to_one(mixture_fit):
     assert mass == pytest.approx(1.0, abs=0.02)
 
 
+@pytest.mark.slow
 def test_kl_to_true_mixture_is_small(mixture_fit):
     # KL(p || q) estimated on 2,000 fresh points from p (standard error ~0.01).
     # The best single Gaussian has KL 1.17 nats here and this small model
@@ -80,6 +76,7 @@ def test_kl_to_true_mixture_is_small(mixture_fit):
     assert kl < 0.15
 
 
+@pytest.mark.slow
 def test_samples_follow_the_mixture(mixture_fit):
     # The mean and the share of samples nearest each mode match the truth.
     mixture, _, est = mixture_fit
@@ -94,10 +91,10 @@ def test_samples_follow_the_mixture(mixture_fit):
     assert_allclose(shares, mixture.weights, atol=0.04)
 
 
-def test_vector_field_contract_reproduces_scores(mixture_fit):
+def test_vector_field_contract_reproduces_scores(blob_fit):
     # vector_field_(t, z) on standardized z, plus path_.log_base_density and
     # the standardization's Jacobian, is everything score_samples uses.
-    _, X, est = mixture_fit
+    X, est = blob_fit
     X_new = X[:20]
     z = torch.as_tensor((X_new - est.mean_) / est.scale_, dtype=torch.float32)
     assert est.vector_field_(torch.tensor(0.5), z).shape == z.shape
@@ -108,25 +105,41 @@ def test_vector_field_contract_reproduces_scores(mixture_fit):
     assert_allclose(est.score_samples(X_new), expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("params", [EXACT, TINY], ids=["rk4-float64", "dopri5"])
-def test_scores_are_in_the_callers_units(params, device):
-    # Fitting on 1000 * X standardizes to the same z, so every log density
-    # drops by exactly d * log(1000): the standardization's Jacobian.
-    X = _blobs(d=3)
+@pytest.mark.parametrize(
+    "params, magnitude",
+    [(SMALL_EXACT, 1e3), (SMALL, 1e3), (SMALL_EXACT, 1e30), (SMALL_EXACT, 1e-30)],
+    ids=["rk4-float64", "dopri5", "rk4-float64-huge", "rk4-float64-tiny"],
+)
+def test_scores_and_samples_are_in_the_callers_units(params, magnitude, device):
+    # Fitting on magnitude * X standardizes to the same z, so every log
+    # density moves by exactly -d log(magnitude), the standardization's
+    # Jacobian, and every sample is magnitude times the unscaled one.
+    X = blobs(d=3)
     est = FlowMatchingDensity(**params, device=device, random_state=0)
-    scores = clone(est).fit(X).score_samples(X)
-    scaled = clone(est).fit(1000 * X).score_samples(1000 * X)
+    unscaled = clone(est).fit(X)
+    scaled = clone(est).fit(magnitude * X)
     # z agrees to ~1e-16, so the fits agree to round-off (measured: 1e-14 in
     # both precisions); float32 could in principle round one z differently.
     tolerance = 1e-10 if params.get("dtype") == "float64" else 1e-6
-    assert_allclose(scaled, scores - 3 * np.log(1000), atol=tolerance, rtol=0)
+    expected = unscaled.score_samples(X) - 3 * np.log(magnitude)
+    assert_allclose(
+        scaled.score_samples(magnitude * X), expected, atol=tolerance, rtol=0
+    )
+    # Samples are z * scale_ + mean_: round-off relative to the data's size.
+    samples = scaled.sample(20, random_state=0) / magnitude
+    assert_allclose(
+        samples,
+        unscaled.sample(20, random_state=0),
+        atol=tolerance * np.abs(X).max(),
+        rtol=0,
+    )
 
 
 def test_constant_columns_work(device):
-    X = _blobs(d=2)
+    X = blobs(d=2)
     X = np.column_stack([X[:, 0], np.full(len(X), 7.5), X[:, 1]])
     with pytest.warns(UserWarning, match=r"Feature\(s\) \[1\] are constant"):
-        est = FlowMatchingDensity(**TINY, device=device, random_state=0).fit(X)
+        est = FlowMatchingDensity(**SMALL, device=device, random_state=0).fit(X)
     assert_array_equal(est.scale_[1], 1.0)
     scores = est.score_samples(X)
     assert np.all(np.isfinite(scores))
@@ -140,21 +153,21 @@ def test_constant_columns_work(device):
 def test_same_seed_gives_bitwise_identical_scores_and_samples(device):
     if device != "cpu":
         pytest.skip("bitwise reproducibility is promised on the CPU")
-    X = _blobs()
-    first = FlowMatchingDensity(**TINY, random_state=3).fit(X)
-    second = FlowMatchingDensity(**TINY, random_state=3).fit(X)
+    X = blobs()
+    first = FlowMatchingDensity(**SMALL, random_state=3).fit(X)
+    second = FlowMatchingDensity(**SMALL, random_state=3).fit(X)
     assert_array_equal(first.score_samples(X), second.score_samples(X))
     assert_array_equal(
         first.sample(10, random_state=1), second.sample(10, random_state=1)
     )
     assert_array_equal(first.loss_curve_, second.loss_curve_)
-    other = FlowMatchingDensity(**TINY, random_state=4).fit(X)
+    other = FlowMatchingDensity(**SMALL, random_state=4).fit(X)
     assert not np.array_equal(first.score_samples(X), other.score_samples(X))
 
 
 def test_sample_shape_dtype_and_seed(device):
-    X = _blobs(d=3)
-    est = FlowMatchingDensity(**TINY, device=device, random_state=0).fit(X)
+    X = blobs(d=3)
+    est = FlowMatchingDensity(**SMALL, device=device, random_state=0).fit(X)
     samples = est.sample(7, random_state=0)
     assert samples.shape == (7, 3)
     assert samples.dtype == np.float64
@@ -167,10 +180,10 @@ def test_sample_shape_dtype_and_seed(device):
 
 
 def test_fitted_attributes(device):
-    X = _blobs(d=3)
-    est = FlowMatchingDensity(**TINY, device=device, random_state=0).fit(X)
+    X = blobs(d=3)
+    est = FlowMatchingDensity(**SMALL, device=device, random_state=0).fit(X)
     assert est.n_features_in_ == 3
-    assert est.n_iter_ == TINY["max_iter"] == len(est.loss_curve_)
+    assert est.n_iter_ == SMALL["max_iter"] == len(est.loss_curve_)
     assert isinstance(est.device_, torch.device)
     assert est.device == device  # the parameter is never rewritten
     assert isinstance(est.vector_field_, torch.nn.Module)
@@ -182,14 +195,14 @@ def test_fitted_attributes(device):
 
 
 def test_score_is_the_mean_log_likelihood():
-    X = _blobs()
-    est = FlowMatchingDensity(**EXACT, random_state=0).fit(X)
+    X = blobs()
+    est = FlowMatchingDensity(**SMALL_EXACT, random_state=0).fit(X)
     assert est.score(X) == pytest.approx(np.mean(est.score_samples(X)), rel=1e-12)
 
 
 def test_hutchinson_is_reproducible_and_unbiased():
-    X = _blobs(d=3)
-    exact = FlowMatchingDensity(**EXACT, random_state=0).fit(X)
+    X = blobs(d=3)
+    exact = FlowMatchingDensity(**SMALL_EXACT, random_state=0).fit(X)
     hutchinson = clone(exact).set_params(divergence="hutchinson", n_probes=4).fit(X)
     scores = hutchinson.score_samples(X)
     assert_array_equal(scores, hutchinson.score_samples(X))  # probes are seeded
@@ -200,8 +213,8 @@ def test_hutchinson_is_reproducible_and_unbiased():
 
 
 def test_float32_and_float64_agree():
-    X = _blobs()
-    est64 = FlowMatchingDensity(**EXACT, random_state=0).fit(X)
+    X = blobs()
+    est64 = FlowMatchingDensity(**SMALL_EXACT, random_state=0).fit(X)
     est32 = clone(est64).set_params(dtype="float32").fit(X)
     # One seed draws the same minibatches and noise in both precisions, so
     # only float32 round-off separates them: measured 2e-6 nats after 100
@@ -210,25 +223,25 @@ def test_float32_and_float64_agree():
 
 
 def test_sample_weight_zero_equals_removing_rows():
-    X = _blobs(n=60)
+    X = blobs(n=60)
     weights = np.ones(len(X))
     weights[::3] = 0
-    weighted = FlowMatchingDensity(**EXACT, random_state=0).fit(
+    weighted = FlowMatchingDensity(**SMALL_EXACT, random_state=0).fit(
         X, sample_weight=weights
     )
-    removed = FlowMatchingDensity(**EXACT, random_state=0).fit(X[weights > 0])
+    removed = FlowMatchingDensity(**SMALL_EXACT, random_state=0).fit(X[weights > 0])
     # Rows are drawn by inverting the weights' CDF, so both fits see the same
     # minibatches; only the last bits of the weighted mean differ.
     assert_allclose(weighted.score_samples(X), removed.score_samples(X), rtol=1e-9)
 
 
 def test_integer_sample_weight_equals_repeating_rows():
-    X = _blobs(n=40)
+    X = blobs(n=40)
     weights = np.random.RandomState(0).randint(1, 4, size=len(X))
-    weighted = FlowMatchingDensity(**EXACT, random_state=0).fit(
+    weighted = FlowMatchingDensity(**SMALL_EXACT, random_state=0).fit(
         X, sample_weight=weights
     )
-    repeated = FlowMatchingDensity(**EXACT, random_state=0).fit(
+    repeated = FlowMatchingDensity(**SMALL_EXACT, random_state=0).fit(
         np.repeat(X, weights, 0)
     )
     assert_allclose(weighted.score_samples(X), repeated.score_samples(X), rtol=1e-9)
@@ -257,22 +270,22 @@ def test_unfitted_estimator_raises_not_fitted():
 )
 def test_invalid_parameters_raise(params, message):
     with pytest.raises(InvalidParameterError, match=message):
-        FlowMatchingDensity(**params).fit(_blobs())
+        FlowMatchingDensity(**params).fit(blobs())
 
 
 @pytest.mark.parametrize("sizes", [(), (16, 0), (16, 2.5)])
 def test_invalid_hidden_layer_sizes_raise(sizes):
     with pytest.raises(ValueError, match="hidden_layer_sizes"):
-        FlowMatchingDensity(hidden_layer_sizes=sizes).fit(_blobs())
+        FlowMatchingDensity(hidden_layer_sizes=sizes).fit(blobs())
 
 
 def test_fixed_step_solver_without_n_steps_raises_in_fit():
     with pytest.raises(ValueError, match="n_steps"):
-        FlowMatchingDensity(**TINY, solver="rk4").fit(_blobs())
+        FlowMatchingDensity(**SMALL, solver="rk4").fit(blobs())
 
 
 def test_grid_search_over_path_and_sigma():
-    X = _blobs(n=120)
+    X = blobs(n=120)
     search = GridSearchCV(
         FlowMatchingDensity(
             hidden_layer_sizes=(16,), max_iter=30, batch_size=32, random_state=0
@@ -288,8 +301,8 @@ def test_grid_search_over_path_and_sigma():
 
 
 def test_pipeline_and_cross_val_score():
-    X = _blobs(n=120)
-    pipe = make_pipeline(StandardScaler(), FlowMatchingDensity(**TINY, random_state=0))
+    X = blobs(n=120)
+    pipe = make_pipeline(StandardScaler(), FlowMatchingDensity(**SMALL, random_state=0))
     scores = cross_val_score(pipe, X, cv=3)
     assert scores.shape == (3,)
     assert np.all(np.isfinite(scores))
@@ -301,8 +314,8 @@ def test_pipeline_and_cross_val_score():
 
 
 def test_clone_keeps_parameters_and_drops_the_fit():
-    est = FlowMatchingDensity(**TINY, path="vp", sigma=0.2, random_state=0).fit(
-        _blobs()
+    est = FlowMatchingDensity(**SMALL, path="vp", sigma=0.2, random_state=0).fit(
+        blobs()
     )
     copy = clone(est)
     assert copy.get_params() == est.get_params()
@@ -311,8 +324,8 @@ def test_clone_keeps_parameters_and_drops_the_fit():
 
 @pytest.mark.parametrize("dump_load", ["joblib", "pickle"])
 def test_round_trip_gives_identical_scores(dump_load, tmp_path):
-    X = _blobs()
-    est = FlowMatchingDensity(**TINY, random_state=0).fit(X)
+    X = blobs()
+    est = FlowMatchingDensity(**SMALL, random_state=0).fit(X)
     if dump_load == "joblib":
         joblib.dump(est, tmp_path / "model.joblib")
         loaded = joblib.load(tmp_path / "model.joblib")
@@ -324,8 +337,8 @@ def test_round_trip_gives_identical_scores(dump_load, tmp_path):
 
 def test_model_from_a_missing_gpu_loads_on_the_cpu(monkeypatch):
     # Simulate a model fitted on a GPU, unpickled on a machine without one.
-    X = _blobs()
-    est = FlowMatchingDensity(**TINY, random_state=0).fit(X)
+    X = blobs()
+    est = FlowMatchingDensity(**SMALL, random_state=0).fit(X)
     expected = est.score_samples(X)
     est.device_ = torch.device("cuda:0")
     blob = pickle.dumps(est)
@@ -338,7 +351,7 @@ def test_model_from_a_missing_gpu_loads_on_the_cpu(monkeypatch):
 
 
 def test_pickled_state_holds_the_field_on_the_cpu():
-    est = FlowMatchingDensity(**TINY, random_state=0).fit(_blobs())
+    est = FlowMatchingDensity(**SMALL, random_state=0).fit(blobs())
     state = est.__getstate__()
     assert all(p.device.type == "cpu" for p in state["vector_field_"].parameters())
     # The live estimator keeps its own field object.
@@ -347,15 +360,15 @@ def test_pickled_state_holds_the_field_on_the_cpu():
 
 def test_feature_names_are_recorded():
     pd = pytest.importorskip("pandas")
-    X = pd.DataFrame(_blobs(), columns=["a", "b"])
-    est = FlowMatchingDensity(**TINY, random_state=0).fit(X)
+    X = pd.DataFrame(blobs(), columns=["a", "b"])
+    est = FlowMatchingDensity(**SMALL, random_state=0).fit(X)
     assert_array_equal(est.feature_names_in_, ["a", "b"])
     assert est.score_samples(X).shape == (len(X),)
 
 
 def test_verbose_1_shows_progress_bars_on_standard_error(capsys):
-    X = _blobs()
-    est = FlowMatchingDensity(**TINY, random_state=0, verbose=1).fit(X)
+    X = blobs()
+    est = FlowMatchingDensity(**SMALL, random_state=0, verbose=1).fit(X)
     out, err = capsys.readouterr()
     assert out == ""
     assert "fit: 100%" in err and "100/100" in err and "loss=" in err
@@ -368,15 +381,15 @@ def test_verbose_1_shows_progress_bars_on_standard_error(capsys):
 
 
 def test_verbose_2_prints_ten_lines(capsys):
-    FlowMatchingDensity(**TINY, random_state=0, verbose=2).fit(_blobs())
+    FlowMatchingDensity(**SMALL, random_state=0, verbose=2).fit(blobs())
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 10
     assert "step 100/100" in lines[-1] and "loss" in lines[-1]
 
 
 def test_verbose_0_is_silent(capsys):
-    est = FlowMatchingDensity(**TINY, random_state=0, inference_batch_size=50)
-    est.fit(_blobs()).score_samples(_blobs())
+    est = FlowMatchingDensity(**SMALL, random_state=0, inference_batch_size=50)
+    est.fit(blobs()).score_samples(blobs())
     est.sample(120, random_state=0)
     assert capsys.readouterr() == ("", "")
 
@@ -384,8 +397,8 @@ def test_verbose_0_is_silent(capsys):
 def test_chunked_scoring_and_sampling_match_one_chunk():
     # With a fixed-step solver each row is integrated on its own, so chunks
     # change nothing but round-off in the matrix products.
-    X = _blobs(n=50, d=3)
-    est = FlowMatchingDensity(**EXACT, random_state=0).fit(X)
+    X = blobs(n=50, d=3)
+    est = FlowMatchingDensity(**SMALL_EXACT, random_state=0).fit(X)
     whole = est.score_samples(X)
     samples = est.sample(30, random_state=0)
     est.set_params(inference_batch_size=7)
@@ -396,9 +409,9 @@ def test_chunked_scoring_and_sampling_match_one_chunk():
 
 
 def test_hutchinson_probes_do_not_depend_on_chunking():
-    X = _blobs(n=50, d=3)
+    X = blobs(n=50, d=3)
     est = FlowMatchingDensity(
-        **EXACT, divergence="hutchinson", n_probes=2, random_state=0
+        **SMALL_EXACT, divergence="hutchinson", n_probes=2, random_state=0
     ).fit(X)
     whole = est.score_samples(X)
     est.set_params(inference_batch_size=9)
@@ -406,14 +419,14 @@ def test_hutchinson_probes_do_not_depend_on_chunking():
 
 
 def test_solver_stats_count_field_evaluations():
-    X = _blobs(n=20)
-    est = FlowMatchingDensity(**EXACT, random_state=0).fit(X)
+    X = blobs(n=20)
+    est = FlowMatchingDensity(**SMALL_EXACT, random_state=0).fit(X)
     est.score_samples(X)
     # rk4 evaluates the field 4 times per step.
     assert est.solver_stats_ == {
-        "n_evaluations": 4 * EXACT["n_steps"],
-        "n_divergence_evaluations": 4 * EXACT["n_steps"],
-        "max_evaluations_per_chunk": 4 * EXACT["n_steps"],
+        "n_evaluations": 4 * SMALL_EXACT["n_steps"],
+        "n_divergence_evaluations": 4 * SMALL_EXACT["n_steps"],
+        "max_evaluations_per_chunk": 4 * SMALL_EXACT["n_steps"],
         "n_chunks": 1,
     }
     adaptive = clone(est).set_params(solver="dopri5").fit(X)
@@ -429,12 +442,7 @@ def test_solver_stats_count_field_evaluations():
     assert stats["n_evaluations"] > stats["n_divergence_evaluations"]
 
 
-@pytest.fixture(scope="module")
-def blob_fit():
-    X = _blobs(n=300)
-    return X, FlowMatchingDensity(**TINY, random_state=0).fit(X)
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("distance", [1e3, 1e30])
 def test_far_away_points_get_finite_very_negative_scores(blob_fit, distance):
     # Far out in 8 directions, scored with 20 normal rows: finite, far below
@@ -482,7 +490,7 @@ def test_rows_that_overflow_are_isolated_and_reported_as_minus_inf(blob_fit):
 def test_concurrent_scoring_from_threads_matches_serial_calls(blob_fit):
     X, est = blob_fit
     est = clone(est).set_params(divergence="hutchinson").fit(X)
-    batches = [_blobs(n=100, seed=seed) for seed in range(8)]
+    batches = [blobs(n=100, seed=seed) for seed in range(8)]
     serial = [est.score_samples(batch) for batch in batches]
     samples = est.sample(50, random_state=3)
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -4,13 +4,16 @@ import inspect
 
 import numpy as np
 import pytest
+from _data import SMALL, TINY
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skflow import FlowMatchingDensity, FlowMatchingOutlierDetector
 
-SMALL = {"hidden_layer_sizes": (32, 32), "max_iter": 300, "batch_size": 128}
+# Thresholds need a model that has learnt the Gaussian: 300 steps, with the
+# default held-out split and early stopping.
+TRAINED = {**SMALL, "max_iter": 300, "batch_size": 128, "n_iter_no_change": 10}
 
 
 def _gaussian(n, seed):
@@ -35,13 +38,14 @@ def test_detector_exposes_every_density_parameter_and_documents_it():
 
 def test_float_contamination_flags_that_share_of_the_training_data():
     X = _gaussian(400, 0)
-    detector = FlowMatchingOutlierDetector(**SMALL, contamination=0.1, random_state=0)
+    detector = FlowMatchingOutlierDetector(**TRAINED, contamination=0.1, random_state=0)
     labels = detector.fit_predict(X)
     # offset_ is the 10% quantile of the training scores: 40 of 400 below it.
     assert np.sum(labels == -1) == pytest.approx(40, abs=1)
     assert_array_equal(labels, detector.predict(X))
 
 
+@pytest.mark.slow
 def test_auto_threshold_is_the_models_one_percent_density_level():
     # The model's own 1% tail: about 1% of fresh draws of the model fall
     # below it. The threshold is a quantile of 4000 other draws, so the
@@ -50,7 +54,7 @@ def test_auto_threshold_is_the_models_one_percent_density_level():
     # of the true density would only be flagged at 1% by a model close to
     # it, which a 300-step fit is not (test KL about 0.2 nats).
     X = _gaussian(2000, 0)
-    detector = FlowMatchingOutlierDetector(**SMALL, random_state=0).fit(X)
+    detector = FlowMatchingOutlierDetector(**TRAINED, random_state=0).fit(X)
     draws = detector.sample(4000, random_state=1)
     flagged = np.mean(detector.predict(draws) == -1)
     assert 0.004 < flagged < 0.016
@@ -60,7 +64,9 @@ def test_auto_threshold_is_the_models_one_percent_density_level():
 
 def test_decision_function_is_score_minus_offset():
     X = _gaussian(300, 0)
-    detector = FlowMatchingOutlierDetector(**SMALL, contamination=0.05, random_state=0)
+    detector = FlowMatchingOutlierDetector(
+        **TRAINED, contamination=0.05, random_state=0
+    )
     detector.fit(X)
     scores = detector.score_samples(X)
     assert_allclose(detector.decision_function(X), scores - detector.offset_)
@@ -75,9 +81,7 @@ def test_invalid_contamination_raises(contamination):
 
 def test_grid_search_over_sigma_by_likelihood():
     search = GridSearchCV(
-        FlowMatchingOutlierDetector(
-            hidden_layer_sizes=(16,), max_iter=30, batch_size=32, random_state=0
-        ),
+        FlowMatchingOutlierDetector(**TINY, random_state=0),
         {"sigma": [0.01, 0.1]},
         cv=2,
     ).fit(_gaussian(100, 0))

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _data import TINY, blobs
 from numpy.testing import assert_array_equal
 from sklearn.exceptions import NotFittedError
 from sklearn.neighbors import KernelDensity
@@ -17,12 +18,6 @@ from sklearn.neighbors import KernelDensity
 import skflow
 from skflow import FlowMatchingDensity, FlowMatchingOutlierDetector
 from skflow._nets import VectorField
-
-TINY = {"hidden_layer_sizes": (16, 16), "max_iter": 40, "batch_size": 32}
-
-
-def _blobs(n=100, d=3, seed=0):
-    return np.random.RandomState(seed).normal(size=(n, d))
 
 
 @pytest.mark.parametrize(
@@ -40,7 +35,7 @@ def _blobs(n=100, d=3, seed=0):
     ids=["default", "float64-hutchinson", "rk4-ot-cfm", "detector"],
 )
 def test_round_trip_gives_identical_scores_and_samples(estimator, tmp_path):
-    X = _blobs()
+    X = blobs(100, 3)
     estimator.fit(X)
     file = tmp_path / "model.skflow"
     skflow.save(estimator, file)
@@ -61,7 +56,7 @@ def test_round_trip_gives_identical_scores_and_samples(estimator, tmp_path):
 
 
 def test_feature_names_and_file_objects_round_trip():
-    X = pd.DataFrame(_blobs(), columns=["a", "b", "c"])
+    X = pd.DataFrame(blobs(100, 3), columns=["a", "b", "c"])
     est = FlowMatchingDensity(**TINY, random_state=0).fit(X)
     buffer = io.BytesIO()
     skflow.save(est, buffer)
@@ -76,12 +71,12 @@ def test_saving_needs_a_fitted_skflow_estimator(tmp_path):
     with pytest.raises(NotFittedError):
         skflow.save(FlowMatchingDensity(), tmp_path / "model.skflow")
     with pytest.raises(TypeError, match="use joblib for other objects"):
-        skflow.save(KernelDensity().fit(_blobs()), tmp_path / "model.skflow")
+        skflow.save(KernelDensity().fit(blobs(100, 3)), tmp_path / "model.skflow")
 
 
 def test_a_random_state_instance_is_saved_as_none(tmp_path):
     est = FlowMatchingDensity(**TINY, random_state=np.random.RandomState(0))
-    est.fit(_blobs())
+    est.fit(blobs(100, 3))
     with pytest.warns(UserWarning, match="saved as None"):
         skflow.save(est, tmp_path / "model.skflow")
     assert skflow.load(tmp_path / "model.skflow").random_state is None
@@ -132,7 +127,7 @@ def _rewrite_header(file, change):
 
 @pytest.fixture
 def saved(tmp_path):
-    est = FlowMatchingDensity(**TINY, random_state=0).fit(_blobs())
+    est = FlowMatchingDensity(**TINY, random_state=0).fit(blobs(100, 3))
     file = tmp_path / "model.skflow"
     skflow.save(est, file)
     return est, file
@@ -148,7 +143,7 @@ def test_an_incompatible_format_version_is_refused(saved):
 def test_a_format_1_file_without_fourier_features_still_loads(tmp_path):
     # skflow 0.1.0 wrote format 1: its fields had no Fourier features and
     # its headers no n_fourier_features.
-    est = FlowMatchingDensity(**TINY, random_state=0).fit(_blobs())
+    est = FlowMatchingDensity(**TINY, random_state=0).fit(blobs(100, 3))
     field = VectorField(3, TINY["hidden_layer_sizes"], n_fourier_features=0)
     est.vector_field_ = field.requires_grad_(False).eval()
     file = tmp_path / "old.skflow"
@@ -161,7 +156,7 @@ def test_a_format_1_file_without_fourier_features_still_loads(tmp_path):
     _rewrite_header(file, as_format_1)
     loaded = skflow.load(file)
     assert loaded.vector_field_.fourier_features.n_outputs == 0
-    X = _blobs()[:20]
+    X = blobs(100, 3)[:20]
     assert_array_equal(loaded.score_samples(X), est.score_samples(X))
 
 
@@ -178,7 +173,7 @@ def test_a_file_without_an_activation_loads_with_silu(saved):
     )
     loaded = skflow.load(file)
     assert loaded.vector_field_.activation == "silu"
-    X = _blobs()[:20]
+    X = blobs(100, 3)[:20]
     assert_array_equal(loaded.score_samples(X), est.score_samples(X))
 
 
@@ -216,4 +211,6 @@ def test_a_model_saved_on_a_missing_gpu_loads_on_the_cpu(saved):
     with pytest.warns(UserWarning, match="not available here; it is loaded on the CPU"):
         loaded = skflow.load(file)
     assert loaded.device_ == torch.device("cpu")
-    assert_array_equal(loaded.score_samples(_blobs()), est.score_samples(_blobs()))
+    assert_array_equal(
+        loaded.score_samples(blobs(100, 3)), est.score_samples(blobs(100, 3))
+    )

@@ -1,29 +1,19 @@
 """scikit-learn's own estimator checks, on two fast configurations."""
 
+from _data import EXACT, TINY
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skflow import FlowMatchingDensity, FlowMatchingOutlierDetector
 
-SMALL = {"hidden_layer_sizes": (16, 16), "max_iter": 20, "batch_size": 32}
-
 # Fixed-step float64: every row is integrated independently of the others.
-FIXED_STEP = FlowMatchingDensity(
-    **SMALL, solver="rk4", n_steps=4, dtype="float64", random_state=0
-)
+FIXED_STEP = FlowMatchingDensity(**EXACT, random_state=0)
 # As the defaults: adaptive dopri5 in float32.
-DEFAULT_LIKE = FlowMatchingDensity(**SMALL, random_state=0)
+DEFAULT_LIKE = FlowMatchingDensity(**TINY, random_state=0)
 DETECTORS = [
-    FlowMatchingOutlierDetector(
-        **SMALL,
-        contamination=0.1,
-        solver="rk4",
-        n_steps=4,
-        dtype="float64",
-        random_state=0,
-    ),
+    FlowMatchingOutlierDetector(**EXACT, contamination=0.1, random_state=0),
     # contamination="auto": the threshold is a level of the model's own
     # density (see _expected_failed_checks).
-    FlowMatchingOutlierDetector(**{**SMALL, "max_iter": 500}, random_state=0),
+    FlowMatchingOutlierDetector(**{**TINY, "max_iter": 500}, random_state=0),
 ]
 
 

@@ -1,39 +1,148 @@
-"""Failing and interrupted training: errors that name the fix, models kept."""
+"""The flow-matching loop: its draws, its schedule and optimizer, and
+failing or interrupted training (errors that name the fix, models kept)."""
 
 import numpy as np
 import pytest
+import torch
+from _data import TINY, blobs
 from numpy.testing import assert_array_equal
 
 import skflow._training
 from skflow import FlowMatchingDensity, FlowMatchingOutlierDetector
+from skflow._nets import VectorField
+from skflow._paths import make_path
+from skflow._training import (
+    TIME_SAMPLERS,
+    _adam,
+    _learning_rate_factor,
+    _Minibatches,
+)
 
-TINY = {"hidden_layer_sizes": (16, 16), "max_iter": 60, "batch_size": 32}
+MODEL = {**TINY, "max_iter": 60}
 # Adam moves each weight by about the learning rate per step: at 1e8 the
 # activations overflow float32 within two steps.
-EXPLODING = {**TINY, "learning_rate": 1e8}
+EXPLODING = {**MODEL, "learning_rate": 1e8}
 
 
-def _blobs(n=100, d=2, seed=0):
-    return np.random.RandomState(seed).normal(size=(n, d))
+def _draws(seed=0):
+    """The uniform and normal draws a sampler is handed, in float64."""
+    generator = torch.Generator().manual_seed(seed)
+    return (
+        lambda *shape: torch.rand(*shape, generator=generator, dtype=torch.float64),
+        lambda *shape: torch.randn(*shape, generator=generator, dtype=torch.float64),
+    )
+
+
+@pytest.mark.parametrize("name", sorted(TIME_SAMPLERS))
+def test_training_times_lie_in_the_unit_interval(name):
+    times = TIME_SAMPLERS[name](*_draws(), 1000, 1.0)
+    assert times.shape == (1000, 1)
+    assert times.min() >= 0 and times.max() <= 1
+
+
+def test_stratified_times_put_one_time_in_each_stratum():
+    times = TIME_SAMPLERS["stratified"](*_draws(), 64, 0.0)  # no skew
+    strata = torch.floor(times.squeeze(1) * 64).sort().values
+    assert_array_equal(strata.numpy(), np.arange(64))
+
+
+def test_power_times_favour_the_data_end_by_their_skew():
+    # t = u^(1/2) has mean 2/3 and standard deviation 0.24: at 20,000 draws
+    # the mean's standard error is 0.0017, and 0.01 is six of them.
+    times = TIME_SAMPLERS["power"](*_draws(), 20_000, 1.0)
+    assert times.mean().item() == pytest.approx(2 / 3, abs=0.01)
+    unskewed = TIME_SAMPLERS["power"](*_draws(), 20_000, 0.0)
+    assert unskewed.mean().item() == pytest.approx(1 / 2, abs=0.01)
+
+
+def test_learning_rate_warms_up_linearly_then_decays_to_zero():
+    factor = _learning_rate_factor(1000, warmup_fraction=0.05)
+    assert [factor(step) for step in (0, 24, 49)] == pytest.approx([0.02, 0.5, 1.0])
+    assert factor(50) == pytest.approx(1.0)
+    assert factor(525) == pytest.approx(0.5)  # half way through the cosine
+    decay = [factor(step) for step in range(50, 1000)]
+    assert all(np.diff(decay) <= 0) and decay[-1] < 1e-4
+
+
+def test_minibatches_draw_rows_in_proportion_to_their_weights():
+    # On the "fm" path with sigma = 0, x1 = x_t + (1 - t) u_t: the drawn
+    # rows can be read back from the minibatch.
+    data = torch.arange(8, dtype=torch.float64).unsqueeze(1)
+    weights = torch.tensor([1.0, 0, 3, 0, 1, 1, 0, 2], dtype=torch.float64)
+    minibatches = _Minibatches(
+        make_path("fm", 0.0),
+        data,
+        weights,
+        batch_size=8000,
+        generator=torch.Generator().manual_seed(0),
+        dequantize=None,
+        time_sampling="power",
+        time_skew=1.0,
+    )
+    t, x_t, u_t = minibatches()
+    rows = torch.round(x_t + (1 - t) * u_t).long().squeeze(1)
+    counts = torch.bincount(rows, minlength=8).numpy()
+    assert_array_equal(counts[[1, 3, 6]], 0)  # weight 0: never drawn
+    # Binomial standard errors at n = 8000 are below 0.006; 0.02 is > 3 of them.
+    np.testing.assert_allclose(counts / 8000, weights.numpy() / 8, atol=0.02)
+
+
+@pytest.mark.skipif(
+    torch.torch_version.TorchVersion(torch.__version__) < "2.4",
+    reason="torch has a fused Adam for the CPU from 2.4 on",
+)
+def test_adam_is_fused_and_makes_the_default_update():
+    torch.manual_seed(0)
+    fields = [VectorField(2, (8,)).double() for _ in range(2)]
+    fields[1].load_state_dict(fields[0].state_dict())
+    fused = _adam(fields[0].parameters(), 1e-2)
+    plain = torch.optim.Adam(fields[1].parameters(), lr=1e-2)
+    assert fused.defaults["fused"] and not plain.defaults["fused"]
+    for _ in range(5):
+        t, x = torch.rand(32, 1, dtype=torch.float64), torch.randn(32, 2).double()
+        for field, optimizer in zip(fields, (fused, plain), strict=True):
+            optimizer.zero_grad()
+            field(t, x).square().mean().backward()
+            optimizer.step()
+    # The same float64 arithmetic up to the order of operations.
+    for kept, reference in zip(*(f.parameters() for f in fields), strict=True):
+        torch.testing.assert_close(kept, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_adam_falls_back_where_the_device_has_no_fused_kernel(monkeypatch):
+    original = torch.optim.Adam
+
+    def adam_without_fused_kernel(params, lr, fused=None):
+        params = list(params)  # as torch's Adam, which fails after that
+        if fused:
+            raise RuntimeError("`fused=True` requires ... supported devices")
+        return original(params, lr=lr)
+
+    monkeypatch.setattr(torch.optim, "Adam", adam_without_fused_kernel)
+    field = VectorField(2, (8,))
+    optimizer = _adam(field.parameters(), 1e-2)
+    assert not optimizer.defaults["fused"]
+    # The parameters survived the failed first attempt.
+    assert len(optimizer.param_groups[0]["params"]) == len(list(field.parameters()))
 
 
 def test_diverging_training_raises_an_error_naming_the_fixes():
     with pytest.raises(FloatingPointError, match="diverged") as error:
-        FlowMatchingDensity(**EXPLODING, random_state=0).fit(_blobs())
+        FlowMatchingDensity(**EXPLODING, random_state=0).fit(blobs(100))
     message = str(error.value)
     assert "learning_rate (now 1e+08)" in message
     assert "dtype='float64'" in message
 
 
 def test_a_failed_refit_keeps_the_previous_model():
-    X = _blobs()
-    est = FlowMatchingDensity(**TINY, random_state=0).fit(X)
+    X = blobs(100)
+    est = FlowMatchingDensity(**MODEL, random_state=0).fit(X)
     scores = est.score_samples(X)
     before = dict(vars(est))
     # A refit on other data (3 columns) that diverges.
     est.set_params(learning_rate=1e8)
     with pytest.raises(FloatingPointError):
-        est.fit(_blobs(d=3))
+        est.fit(blobs(100, d=3))
     assert est.n_features_in_ == 2
     assert set(vars(est)) == set(before)
     assert est.vector_field_ is before["vector_field_"]
@@ -58,22 +167,22 @@ def _interrupt_at(monkeypatch, step):
 
 
 def test_keyboard_interrupt_keeps_the_model_trained_so_far(monkeypatch):
-    X = _blobs()
+    X = blobs(100)
     _interrupt_at(monkeypatch, step=20)
     with pytest.warns(UserWarning, match="interrupted after 19 of 60 steps"):
-        est = FlowMatchingDensity(**TINY, random_state=0).fit(X)
+        est = FlowMatchingDensity(**MODEL, random_state=0).fit(X)
     assert est.n_iter_ == len(est.loss_curve_) == 19
     assert np.all(np.isfinite(est.score_samples(X)))
     assert est.sample(5, random_state=0).shape == (5, 2)
 
 
 def test_keyboard_interrupt_before_the_first_step_propagates(monkeypatch):
-    X = _blobs()
-    est = FlowMatchingDensity(**TINY, random_state=0).fit(X)
+    X = blobs(100)
+    est = FlowMatchingDensity(**MODEL, random_state=0).fit(X)
     scores = est.score_samples(X)
     _interrupt_at(monkeypatch, step=1)  # inside the first step
     with pytest.raises(KeyboardInterrupt):
-        est.fit(_blobs(d=3))
+        est.fit(blobs(100, d=3))
     assert est.n_features_in_ == 2
     assert_array_equal(est.score_samples(X), scores)
 
@@ -81,8 +190,8 @@ def test_keyboard_interrupt_before_the_first_step_propagates(monkeypatch):
 def test_detector_interrupted_while_setting_its_threshold_keeps_its_old_fit(
     monkeypatch,
 ):
-    X = _blobs()
-    detector = FlowMatchingOutlierDetector(**TINY, random_state=0).fit(X)
+    X = blobs(100)
+    detector = FlowMatchingOutlierDetector(**MODEL, random_state=0).fit(X)
     offset, field = detector.offset_, detector.vector_field_
 
     def interrupted(*args, **kwargs):
@@ -90,6 +199,6 @@ def test_detector_interrupted_while_setting_its_threshold_keeps_its_old_fit(
 
     monkeypatch.setattr(FlowMatchingOutlierDetector, "sample", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        detector.fit(_blobs(seed=1))
+        detector.fit(blobs(100, seed=1))
     assert detector.offset_ == offset
     assert detector.vector_field_ is field
