@@ -11,11 +11,13 @@ Run from the repository root: ``python -m benchmarks.far_away_points``.
 Writes ``results/far_away_points.{json,md}``.
 """
 
+import dataclasses
 import warnings
 
 import numpy as np
 from sklearn.datasets import make_moons
 
+import skflow
 from benchmarks._common import environment, environment_line, timed, write_results
 from skflow import FlowMatchingDensity
 
@@ -33,10 +35,10 @@ def _datasets():
 
 
 def _timed_scores(est, X):
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, skflow.solver_stats() as stats:
         warnings.simplefilter("always")
         scores, elapsed = timed(est.score_samples, X)
-    return scores, elapsed, dict(est.solver_stats_), [str(w.message) for w in caught]
+    return scores, elapsed, dataclasses.asdict(stats), [str(w.message) for w in caught]
 
 
 def run() -> list[dict]:

@@ -42,7 +42,7 @@ import torch
 from torchdiffeq import odeint
 
 from benchmarks._common import environment, environment_line, timed, write_results
-from skflow import FlowMatchingDensity
+from skflow import FlowMatchingDensity, solver_stats
 from skflow._ode import log_likelihood
 
 N_TRAIN, N_TEST, N_REFERENCE = 5_000, 10_000, 1_000
@@ -148,18 +148,19 @@ def engine_comparison(d: int, model_dir: Path) -> dict:
     rtol, atol = est.rtol, est.atol
     rows = {}
     est.score_samples(X_test[:50])  # warm-up
-    scores, seconds = timed(est.score_samples, X_test)
+    with solver_stats() as skflow_stats:
+        scores, seconds = timed(est.score_samples, X_test)
     rows["skflow (defaults)"] = {
         "seconds": seconds,
-        "n_evaluations": est.solver_stats_["max_evaluations_per_chunk"],
-        "n_divergence_evaluations": est.solver_stats_["n_divergence_evaluations"]
-        // est.solver_stats_["n_chunks"],
+        "n_evaluations": skflow_stats.max_evaluations_per_chunk,
+        "n_divergence_evaluations": skflow_stats.n_divergence_evaluations
+        // skflow_stats.n_chunks,
         **errors(scores, reference, subset),
     }
     print(f"d={d}: skflow {seconds:.1f} s", flush=True)
 
     def augmented():
-        chunk = est.solver_stats_["n_chunks"]
+        chunk = skflow_stats.n_chunks
         values, most = [], 0
         for rows_ in np.array_split(np.arange(N_TEST), chunk):
             value, stats = log_likelihood(

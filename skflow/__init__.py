@@ -1,5 +1,6 @@
 """skflow: flow-matching density estimation for scikit-learn."""
 
+from ._inference import solver_stats
 from ._version import __version__
 from .blockwise import dask_score_samples
 from .density import FlowMatchingDensity
@@ -12,5 +13,6 @@ __all__ = [
     "dask_score_samples",
     "load",
     "save",
+    "solver_stats",
     "__version__",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -19,7 +20,15 @@ from torch import nn
 from ._ode import log_likelihood
 from ._paths import ProbabilityPath
 
-__all__ = ["BestWeights", "HeldOutScore", "held_out_rows"]
+__all__ = ["BestWeights", "HeldOutScore", "check_beats_base_density", "held_out_rows"]
+
+# A kept field whose held-out log-likelihood (per row, standardized units)
+# falls more than BASE_MARGIN + BASE_MARGIN_PER_FEATURE * d nats below the
+# base density's diverged: sane fits, short or long, even on Gaussian data
+# (where the base density is the truth), stay well inside it
+# (benchmarks/results/divergence_checks.md).
+BASE_MARGIN = 5.0
+BASE_MARGIN_PER_FEATURE = 1.0
 
 
 def held_out_rows(
@@ -107,6 +116,28 @@ class HeldOutScore:
 
     def __call__(self, field: nn.Module) -> float:
         return float(self.weights @ self.log_densities(field))
+
+    def base_score(self) -> float:
+        """The score of the zero field: the base density's, of the same rows."""
+        return float(self.weights @ self.path.log_base_density(self.z.double()))
+
+
+def check_beats_base_density(
+    scores: list[float], held_out: HeldOutScore, diverged: Callable[[str], str]
+) -> None:
+    """Raise FloatingPointError where the best held-out score is far below the
+    base density's; ``diverged(what)`` words the error."""
+    if not scores:
+        return
+    base = held_out.base_score()
+    margin = BASE_MARGIN + BASE_MARGIN_PER_FEATURE * held_out.z.shape[1]
+    if not max(scores) >= base - margin:
+        raise FloatingPointError(
+            diverged(
+                f"the held-out log-likelihood ({max(scores):.4g} nats per row) is "
+                f"far below the base density's ({base:.4g})"
+            )
+        )
 
 
 class BestWeights:

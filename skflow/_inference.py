@@ -6,12 +6,18 @@ across the rows of a solve, so one row whose solve fails (a state that
 overflows, a stiff trajectory) would fail its whole chunk: such a chunk is
 split in halves down to the rows that fail on their own, and only those
 fall back to a fixed-step solve.
+
+Scoring writes nothing on the estimator: what the solves cost is counted
+only inside a :func:`solver_stats` block, in the thread that opened it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,13 +34,14 @@ from ._ode import (
 
 __all__ = [
     "FALLBACK_STEPS",
+    "SolverStats",
     "chunks",
     "log_densities",
-    "samples",
     "rows_per_chunk",
+    "samples",
     "score_chunk",
     "solve_isolating_failures",
-    "solver_statistics",
+    "solver_stats",
 ]
 
 # "auto" chunks hold at most this many numbers in their largest tensor
@@ -138,16 +145,91 @@ def score_chunk(
     return log_density, stats, n_fallbacks
 
 
-def solver_statistics(solves: list[SolveStats]) -> dict:
-    """What ``solver_stats_`` reports of the solves of one call."""
-    return {
-        "n_evaluations": sum(solve.n_evaluations for solve in solves),
-        "n_divergence_evaluations": sum(
+@dataclass
+class SolverStats:
+    """What the ODE solves of the scoring and sampling calls made inside a
+    :func:`solver_stats` block cost.
+
+    Attributes
+    ----------
+    n_evaluations : int
+        Evaluations of the vector field, summed over every solve.
+    n_divergence_evaluations : int
+        Those that computed the divergence too (an exact divergence costs
+        about d + 1 plain evaluations).
+    max_evaluations_per_chunk : int
+        The most evaluations one solve took: the slowest chunk.
+    n_chunks : int
+        The number of solves (a chunk whose adaptive solve failed counts
+        once per part it was split into).
+    """
+
+    n_evaluations: int = 0
+    n_divergence_evaluations: int = 0
+    max_evaluations_per_chunk: int = 0
+    n_chunks: int = 0
+
+    def add(self, solves: list[SolveStats]) -> None:
+        self.n_evaluations += sum(solve.n_evaluations for solve in solves)
+        self.n_divergence_evaluations += sum(
             solve.n_divergence_evaluations for solve in solves
-        ),
-        "max_evaluations_per_chunk": max(solve.n_evaluations for solve in solves),
-        "n_chunks": len(solves),
-    }
+        )
+        self.max_evaluations_per_chunk = max(
+            [self.max_evaluations_per_chunk] + [solve.n_evaluations for solve in solves]
+        )
+        self.n_chunks += len(solves)
+
+
+# The blocks open in this thread (or task): each counts every solve.
+_OPEN_BLOCKS: ContextVar[tuple[SolverStats, ...]] = ContextVar(
+    "skflow_solver_stats", default=()
+)
+
+
+@contextlib.contextmanager
+def solver_stats() -> Iterator[SolverStats]:
+    """Count the ODE solves of the scoring and sampling calls in a block.
+
+    Scoring and sampling change nothing on the estimator; to see what they
+    cost (to diagnose slow scoring, or compare solver settings), open a
+    block: every ``score_samples``, ``score``, ``sample``, ``predict`` or
+    ``decision_function`` call inside it, in the same thread, adds its
+    solves to the :class:`SolverStats` it yields. Blocks nest, and calls
+    in other threads are not counted.
+
+    Yields
+    ------
+    stats : SolverStats
+        Updated as the calls inside the block run: ``n_evaluations`` (of
+        the vector field, summed over every solve),
+        ``n_divergence_evaluations`` (those that computed the divergence
+        too, each costing about d + 1 plain ones),
+        ``max_evaluations_per_chunk`` (the slowest solve) and ``n_chunks``
+        (the number of solves; a chunk whose adaptive solve failed counts
+        once per part it was split into).
+
+    Examples
+    --------
+    >>> import numpy as np, skflow
+    >>> X = np.random.RandomState(0).normal(size=(100, 2))
+    >>> est = skflow.FlowMatchingDensity(hidden_layer_sizes=(16,), max_iter=20,
+    ...                                  random_state=0).fit(X)
+    >>> with skflow.solver_stats() as stats:
+    ...     _ = est.score_samples(X)
+    >>> stats.n_chunks, stats.n_evaluations > 0
+    (1, True)
+    """
+    stats = SolverStats()
+    token = _OPEN_BLOCKS.set((*_OPEN_BLOCKS.get(), stats))
+    try:
+        yield stats
+    finally:
+        _OPEN_BLOCKS.reset(token)
+
+
+def _record(solves: list[SolveStats]) -> None:
+    for stats in _OPEN_BLOCKS.get():
+        stats.add(solves)
 
 
 def _warn_about_failures(
@@ -188,15 +270,15 @@ def log_densities(
     solver: dict,
     rows_per_chunk: int,
     verbose: int,
-) -> tuple[np.ndarray, dict]:
+) -> np.ndarray:
     """Log densities (standardized units) of the rows of X, chunk by chunk.
 
     ``standardize(X_rows)`` maps rows to the field's space; ``n_probes``
     Hutchinson probes per row (None: the exact divergence) come from a
     stream seeded by ``probe_seed``, drawn on the CPU chunk after chunk, so
     each row's probes depend neither on the chunking nor on the device.
-    Returns the log densities (float64, -inf where they overflowed, with
-    a warning) and the solver statistics of the call.
+    Returns the log densities (float64; -inf, with a warning, where they
+    overflowed).
     """
     parameter = next(field.parameters())
     probe_generator = make_generator(probe_seed, torch.device("cpu"))
@@ -216,10 +298,10 @@ def log_densities(
         )
         solves += chunk_solves
         n_fallbacks += chunk_fallbacks
-    log_density = _warn_about_failures(
+    _record(solves)
+    return _warn_about_failures(
         log_density, n_fallbacks, solver["solver"], parameter.dtype
     )
-    return log_density, solver_statistics(solves)
 
 
 def samples(
@@ -229,12 +311,9 @@ def samples(
     solver: dict,
     rows_per_chunk: int,
     verbose: int,
-) -> tuple[np.ndarray, dict]:
-    """``noise`` (on the CPU) pushed from t = 0 to t = 1, chunk by chunk.
-
-    Returns the points (standardized units, float64) and the solver
-    statistics of the call.
-    """
+) -> np.ndarray:
+    """``noise`` (on the CPU) pushed from t = 0 to t = 1, chunk by chunk:
+    the points in standardized units, float64."""
     parameter = next(field.parameters())
     points = np.empty(tuple(noise.shape))
     solves = []
@@ -243,4 +322,5 @@ def samples(
         x1, stats = integrate(field, x0, **solver)
         points[rows] = to_numpy(x1)
         solves.append(stats)
-    return points, solver_statistics(solves)
+    _record(solves)
+    return points

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ._early_stopping import BestWeights
 from ._paths import ProbabilityPath
 
-__all__ = ["TIME_SAMPLERS", "train_vector_field"]
+__all__ = ["TIME_SAMPLERS", "diverged_message", "train_vector_field"]
 
 # The losses are checked for NaN/inf every this many steps: one host sync
 # per check instead of one per step.
@@ -243,7 +243,8 @@ def train_vector_field(
     Raises
     ------
     FloatingPointError
-        If the loss or the averaged weights become NaN or infinite.
+        If the loss or the averaged weights become NaN or infinite, or if
+        the field kept does no better than the zero field.
     """
     minibatches = _Minibatches(
         path,
@@ -300,7 +301,8 @@ def train_vector_field(
     _check_finite_weights(ema.module, learning_rate)
     if best.state is not None:
         ema.module.load_state_dict(best.state)
-    return ema.module.eval(), losses.tolist(), best.scores
+    _check_better_than_zero_field(ema.module.eval(), minibatches, learning_rate)
+    return ema.module, losses.tolist(), best.scores
 
 
 def _descend(
@@ -323,20 +325,53 @@ def _check_finite_losses(losses: torch.Tensor, learning_rate: float) -> None:
         step = int(torch.nonzero(~finite)[0]) + 1
         value = float(losses[step - 1])
         raise FloatingPointError(
-            _diverged_message(f"the loss ({value}) at step {step}", learning_rate)
+            diverged_message(
+                f"the loss ({value}) at step {step} is not finite", learning_rate
+            )
         )
 
 
 def _check_finite_weights(module: nn.Module, learning_rate: float) -> None:
     if not all(torch.isfinite(p).all() for p in module.parameters()):
         raise FloatingPointError(
-            _diverged_message("the averaged weights", learning_rate)
+            diverged_message("the averaged weights are not finite", learning_rate)
         )
 
 
-def _diverged_message(what: str, learning_rate: float) -> str:
+# The kept field must beat the zero field, v = 0, whose flow-matching loss is
+# the mean squared target, by this factor at least. Untrained networks sit
+# just above 1 and trained ones well below; runs that diverged without
+# overflowing land far above (benchmarks/results/divergence_checks.md).
+ZERO_FIELD_LOSS_RATIO = 1.5
+_CHECK_BATCHES = 4
+
+
+@torch.no_grad()
+def _check_better_than_zero_field(
+    field: nn.Module, minibatches: _Minibatches, learning_rate: float
+) -> None:
+    """Raise where the field's loss on fresh minibatches is no better than
+    the zero field's: training diverged, even if every number is finite."""
+    loss = target = 0.0
+    for _ in range(_CHECK_BATCHES):
+        t, x_t, u_t = minibatches()
+        loss += float((field(t, x_t) - u_t).square().mean())
+        target += float(u_t.square().mean())
+    if not loss <= ZERO_FIELD_LOSS_RATIO * target:
+        raise FloatingPointError(
+            diverged_message(
+                f"the trained field's flow-matching loss ({loss / _CHECK_BATCHES:.4g}"
+                ") is far above the zero field's "
+                f"({target / _CHECK_BATCHES:.4g}, the mean squared target)",
+                learning_rate,
+            )
+        )
+
+
+def diverged_message(what: str, learning_rate: float) -> str:
+    """The error of a fit that diverged: ``what`` says how it shows."""
     return (
-        f"Training diverged: {what} is not finite, so no model was stored "
+        f"Training diverged: {what}, so no model was stored "
         "(a model fitted before keeps its weights). Try a lower "
         f"learning_rate (now {learning_rate:g}), dtype='float64', or look "
         "for extreme values in X: every column is standardized, but a few "

@@ -10,6 +10,7 @@ unpickles a file.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import warnings
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ._docstrings import numpydoc_section
+from ._files import write_atomically
 from ._ode import SolveFailedError
 from ._version import __version__
 from .density import FlowMatchingDensity
@@ -65,39 +67,102 @@ def _parse_value(text: str):
 
 
 def read_data(path: str) -> np.ndarray:
-    """Rows of numbers from a .npy file or a CSV file (header optional)."""
+    """Rows of numbers from a .npy file or a CSV file (header optional).
+
+    The first row of a CSV file is a header only if none of its cells is a
+    number; a byte-order mark is ignored. Errors name the file's line.
+    """
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if file.suffix == ".npy":
         return np.load(file, allow_pickle=False)  # never unpickle user data
-    with open(file) as handle:
-        first_line = handle.readline()
-    try:
-        [float(cell) for cell in first_line.split(",")]
-        header = 0
-    except ValueError:
-        header = 1  # the first row is not numbers: column names
-    with warnings.catch_warnings():
+    with open(file, encoding="utf-8-sig") as handle:
+        first = handle.readline().strip().split(",")
+    header = int(bool(first != [""] and not any(map(_is_number, first))))
+    with warnings.catch_warnings(), open(file, encoding="utf-8-sig") as handle:
         warnings.simplefilter("ignore")  # "input contained no data"
         try:
-            return np.loadtxt(file, delimiter=",", skiprows=header, ndmin=2)
-        except ValueError as error:
-            message = str(error).split(";")[0]  # drop numpy's usecols advice
-            raise ValueError(f"{path}: {message}") from None
+            return np.loadtxt(handle, delimiter=",", skiprows=header, ndmin=2)
+        except ValueError:
+            pass
+    raise ValueError(f"{path}: {_first_bad_line(file, header)}")
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _first_bad_line(file: Path, header: int) -> str:
+    """Why numpy could not read ``file``, at the line (1-based) at fault."""
+    n_columns = None
+    with open(file, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            cells = line.strip().split(",")
+            if number <= header or cells == [""]:
+                continue
+            bad = [cell.strip() for cell in cells if not _is_number(cell)]
+            if bad:
+                what = repr(bad[0]) if bad[0] else "an empty cell"
+                return f"line {number}: {what} is not a number"
+            if n_columns is not None and len(cells) != n_columns:
+                return (
+                    f"line {number} has {len(cells)} columns, "
+                    f"the lines above {n_columns}"
+                )
+            n_columns = len(cells)
+    return "not a table of numbers"
 
 
 def write_data(array: np.ndarray, path: str | None) -> None:
-    """Write to .npy, to CSV, or (no path) to standard output as CSV."""
-    if path is not None and Path(path).suffix == ".npy":
-        np.save(path, array)
+    """Write to .npy, to CSV, or (no path) to standard output as CSV.
+
+    A file is written to a temporary file beside it and renamed once
+    complete, so an interrupted write leaves no partial output.
+    """
+    if path is None:
+        np.savetxt(sys.stdout, array, delimiter=",", fmt="%.17g")
+        return
+    if Path(path).suffix == ".npy":
+        write_atomically(path, lambda file: np.save(file, array))
     else:
-        np.savetxt(
-            sys.stdout if path is None else path, array, delimiter=",", fmt="%.17g"
+        write_atomically(
+            path, lambda file: np.savetxt(file, array, delimiter=",", fmt="%.17g")
+        )
+
+
+def _check_output(path: str | None) -> None:
+    """Refuse an output the command could not write, before any work."""
+    if path is None:
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{path}: no folder {str(folder)!r} to write it in")
+    if Path(path).is_dir() or not os.access(folder, os.W_OK):
+        raise PermissionError(f"{path}: cannot write there")
+
+
+def _check_sample_size(n_samples: int, n_features: int) -> None:
+    """Refuse a sample larger than half this machine's memory."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        memory = 2**34
+    needed = n_samples * n_features * 8
+    if needed > memory // 2:
+        raise ValueError(
+            f"-n {n_samples} samples of {n_features} features take "
+            f"{needed / 2**30:.3g} GiB, more than half this machine's memory; "
+            "draw fewer at a time (with other --random-state values)"
         )
 
 
 def _fit(args) -> None:
+    _check_output(args.output)
     X = read_data(args.data)
     params = {
         name: _parse_value(value)
@@ -111,11 +176,14 @@ def _fit(args) -> None:
 
 
 def _score(args) -> None:
+    _check_output(args.output)
     write_data(load(args.model).score_samples(read_data(args.data)), args.output)
 
 
 def _sample(args) -> None:
+    _check_output(args.output)
     estimator = load(args.model)
+    _check_sample_size(args.n_samples, estimator.n_features_in_)
     write_data(
         estimator.sample(args.n_samples, random_state=args.random_state), args.output
     )
@@ -219,7 +287,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     format_warning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         args.run(args)
-    except (ValueError, TypeError, OSError, ArithmeticError, SolveFailedError) as error:
+    except (
+        ValueError,
+        TypeError,
+        OSError,
+        ArithmeticError,
+        MemoryError,
+        SolveFailedError,
+    ) as error:
         message = " ".join(str(error).split())
         print(f"skflow {args.command}: error: {message}", file=sys.stderr)
         return 1

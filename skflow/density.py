@@ -25,7 +25,7 @@ from ._device import (
     to_tensor,
     training_data_device,
 )
-from ._early_stopping import HeldOutScore, held_out_rows
+from ._early_stopping import HeldOutScore, check_beats_base_density, held_out_rows
 from ._inference import log_densities, rows_per_chunk, samples
 from ._nets import VectorField
 from ._ode import DIVERGENCES, SOLVERS, check_solver
@@ -38,7 +38,7 @@ from ._preprocessing import (
     to_data_units,
 )
 from ._recipe import Recipe
-from ._training import train_vector_field
+from ._training import diverged_message, train_vector_field
 
 __all__ = ["FlowMatchingDensity"]
 
@@ -245,15 +245,6 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         The columns treated as discrete: the whole-number columns of the
         training data if ``dequantize``, else none.
 
-    solver_stats_ : dict
-        Statistics of the last :meth:`score_samples` or :meth:`sample` call,
-        to diagnose slow scoring: ``n_evaluations`` (evaluations of the
-        field, summed over chunks), ``n_divergence_evaluations`` (those that
-        also computed the divergence, each costing about d + 1 plain ones),
-        ``max_evaluations_per_chunk`` and ``n_chunks`` (the number of
-        solves: a chunk whose adaptive solve failed counts once per part it
-        was split into).
-
     See Also
     --------
     sklearn.neighbors.KernelDensity : Kernel density estimation.
@@ -264,6 +255,9 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
     :meth:`score` returns the *mean* log-likelihood, as
     :class:`~sklearn.mixture.GaussianMixture` does (KernelDensity returns
     the sum), so that ``GridSearchCV`` needs no ``scoring=``.
+
+    Scoring and sampling change nothing on the estimator, so concurrent
+    calls are safe; :func:`skflow.solver_stats` counts what they cost.
 
     Adaptive solvers (and the quadrature) share their steps (and panels)
     across the rows they integrate together, so a row's log density can
@@ -394,8 +388,11 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         Raises
         ------
         FloatingPointError
-            If training diverges (the loss becomes NaN or infinite). No
-            model is stored then, and a previously fitted one is kept.
+            If training diverges: the loss or the weights become NaN or
+            infinite, the trained field fits the flow-matching targets no
+            better than the zero field, or its held-out log-likelihood falls
+            far below the base density's. No model is stored then, and a
+            previously fitted one is kept.
 
         Notes
         -----
@@ -410,6 +407,10 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
     def _fit(self, X, sample_weight):
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        # Only ratios matter: scaled to at most 1 in float64 before any sum or
+        # float32 cast, so weights of 1e-300 or 1e300 neither vanish nor
+        # overflow there.
+        sample_weight = sample_weight / sample_weight.max()
         hidden_layer_sizes = self._check_hidden_layer_sizes()
         device = resolve_device(self.device)
         dtype = DTYPES[self.dtype]
@@ -459,7 +460,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
             data, weights, sample_weight, path, dequantize, rng
         )
         recipe = self._recipe
-        return train_vector_field(
+        field, loss_curve, validation_scores = train_vector_field(
             field,
             path,
             data,
@@ -479,6 +480,13 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
             gradient_clip_norm=recipe.gradient_clip_norm,
             verbose=self.verbose,
         )
+        if validation_score is not None:
+            check_beats_base_density(
+                validation_scores,
+                validation_score,
+                lambda what: diverged_message(what, self.learning_rate),
+            )
+        return field, loss_curve, validation_scores
 
     def score_samples(self, X):
         """Compute the log density of each sample under the model.
@@ -548,7 +556,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
             device=torch.device("cpu"),
             dtype=torch.float32,
         )
-        Z, self.solver_stats_ = samples(
+        Z = samples(
             self.vector_field_,
             noise,
             solver=self._solver_options(),
@@ -573,7 +581,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
                 dequantized(X_rows, integer_columns, noise) - self.mean_
             ) / self.scale_
 
-        log_density, self.solver_stats_ = log_densities(
+        log_density = log_densities(
             self.vector_field_,
             self.path_.log_base_density,
             X,

@@ -2,48 +2,73 @@
 
 ``pickle`` and ``joblib`` run whatever code a file names when it is loaded,
 so a model file from an untrusted source is a program. :func:`save` writes
-plain data only: a JSON header (format version, skflow version, class name,
-parameters, fitted attributes) and the tensors of the fitted network and of
-the standardization. :func:`load` reads them back with
-``torch.load(weights_only=True)``, whose unpickler builds tensors, strings,
-numbers, lists and dicts and refuses anything else, then rebuilds the
-estimator from a fixed list of classes. No name in the file is ever
-imported or called.
+plain data only, and :func:`load` reads it without any unpickler:
+
+- 8 bytes of magic, ``b"\\x93SKFLOW\\n"``;
+- the length of the header, an unsigned 64-bit little-endian integer;
+- the header, UTF-8 JSON: format version, skflow version, class name,
+  parameters, fitted attributes, and the dtype, shape and offset of every
+  array;
+- the arrays' bytes, little-endian and C-ordered, back to back.
+
+Every array is in the file, so what :func:`load` allocates is bounded by the
+file's size; the header's shapes are checked against the arrays, and the
+network's architecture against its weights (on torch's ``meta`` device,
+which allocates nothing), before anything is built. The estimator is
+rebuilt from a fixed list of classes; no name in the file is imported or
+called. Files of formats 1 and 2 (skflow 0.1 to 0.3) were torch zip files:
+they are still read, with ``torch.load(weights_only=True)``, only on a torch
+without known advisories for that unpickler, and only after their records
+are checked (stored, not compressed, and small).
 """
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import pickle
+import stat
+import struct
 import warnings
+import zipfile
 from typing import IO
 
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from ._files import write_atomically
 from ._nets import VectorField
 from ._paths import PATHS, ProbabilityPath, make_path
 from ._version import __version__
 from .density import FlowMatchingDensity
 from .outlier import FlowMatchingOutlierDetector
 
-__all__ = ["save", "load", "FORMAT_VERSION"]
+__all__ = ["FORMAT_VERSION", "load", "save"]
 
 _FORMAT = "skflow-model"
+_MAGIC = b"\x93SKFLOW\n"
 # Bump when a file written by this version could not be read by the last.
-# 2 (skflow 0.2.0): random Fourier features in the vector field, which a
-# format-1 reader would build without and fail to load.
-FORMAT_VERSION = 2
-# Formats this version reads: format 1 files load as fields without
-# Fourier features.
-_READABLE_FORMATS = (1, 2)
+# 2 (skflow 0.2.0): random Fourier features in the vector field.
+# 3 (skflow 0.4.0): a JSON header and raw arrays instead of a torch zip file.
+FORMAT_VERSION = 3
+_READABLE_FORMATS = (1, 2, 3)
 _ESTIMATORS = {
     cls.__name__: cls for cls in (FlowMatchingDensity, FlowMatchingOutlierDetector)
 }
 # Fitted state that is private but needed to score as before.
 _PRIVATE_FITTED = ("_probe_seed",)
+_DTYPES = {"float32", "float64", "int64", "bool"}
+# Limits on what a header may claim, far above any real model.
+_MAX_HEADER_BYTES = 2**20
+_MAX_WIDTH = 2**16
+_MAX_LAYERS = 64
+# Torch's weights-only unpickler had advisories before 2.10 (CVE-2025-32434,
+# CVE-2026-24747): files of formats 1 and 2 are read only from there on.
+_SAFE_UNPICKLER_TORCH = (2, 10)
+_MAX_LEGACY_PICKLE_BYTES = 2**20
 
 PathLike = str | os.PathLike | IO[bytes]
 
@@ -56,7 +81,9 @@ def save(estimator: FlowMatchingDensity, file: PathLike) -> None:
     estimator : FlowMatchingDensity or FlowMatchingOutlierDetector
         A fitted estimator.
     file : str, path-like or binary file object
-        Where to write. The file holds a JSON header and tensors only.
+        Where to write. A path is written atomically: to a temporary file
+        beside it, renamed over it once complete, so an interrupted save
+        (a full disk) never leaves a truncated model behind.
 
     Notes
     -----
@@ -82,7 +109,6 @@ def save(estimator: FlowMatchingDensity, file: PathLike) -> None:
             f"{type(estimator).__name__}; use joblib for other objects."
         )
     check_is_fitted(estimator)
-    tensors: dict[str, torch.Tensor] = {}
     params = estimator.get_params(deep=False)
     if isinstance(params.get("random_state"), np.random.RandomState):
         warnings.warn(
@@ -91,31 +117,33 @@ def save(estimator: FlowMatchingDensity, file: PathLike) -> None:
             stacklevel=2,
         )
         params["random_state"] = None
+    arrays: dict[str, np.ndarray] = {}
     header = {
         "format": _FORMAT,
         "format_version": FORMAT_VERSION,
         "skflow_version": __version__,
         "estimator": type(estimator).__name__,
         "params": {
-            name: _encode(value, name, tensors) for name, value in params.items()
+            name: _encode(value, name, arrays) for name, value in params.items()
         },
         "fitted": {
-            name: _encode(value, name, tensors)
+            name: _encode(value, name, arrays)
             for name, value in vars(estimator).items()
             if (name.endswith("_") and not name.startswith("__"))
             or name in _PRIVATE_FITTED
         },
     }
-    torch.save({"header": json.dumps(header), "tensors": tensors}, file)
+    _write(header, arrays, file)
 
 
 def load(file: PathLike) -> FlowMatchingDensity:
-    """Load an estimator written by :func:`save`, without unpickling code.
+    """Load an estimator written by :func:`save`, without unpickling anything.
 
     Parameters
     ----------
     file : str, path-like or binary file object
-        A file written by :func:`save`.
+        A file written by :func:`save`: a regular file, not a pipe or a
+        device.
 
     Returns
     -------
@@ -126,85 +154,312 @@ def load(file: PathLike) -> FlowMatchingDensity:
     Raises
     ------
     ValueError
-        If the file is not a skflow model, holds anything but plain data
-        and tensors (it is refused before any of it runs), or was written
-        in a format this version of skflow cannot read.
+        If the file is not a skflow model file, is damaged or truncated,
+        claims more than it holds, holds values an estimator cannot have, or
+        was written in a format this version of skflow cannot read. The
+        message names the file and what is wrong; nothing in the file is
+        built before its header has been checked.
     """
-    try:
-        with warnings.catch_warnings():
-            # Foreign pickles make torch warn about their protocol first.
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            contents = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # Also what a crafted file gets: its code is refused, never run.
+    name = _name(file)
+    data = _read_bytes(file, name)
+    if data.startswith(_MAGIC):
+        header, arrays = _parse(data, name)
+    elif data.startswith(b"PK\x03\x04"):
+        header, arrays = _parse_legacy(data, name)
+    else:
         raise ValueError(
-            f"Refused to load {_name(file)}: it is not a skflow model file. It "
-            "holds more than tensors and plain data, or is not a pickle at "
-            "all; a pickle or joblib file can run code when loaded, so load "
-            "those with joblib only when you trust their source."
-        ) from exc
-    except OSError:
-        raise  # missing file, permissions: the system's own message is clear
-    except Exception as exc:  # torch's many ways of failing on other bytes
-        raise ValueError(
-            f"{_name(file)} is not a skflow model file "
-            f"({exc.__class__.__name__}: {exc})."
-        ) from exc
-    header = _check_header(contents, file)
-    tensors = contents["tensors"]
-    estimator_class = _ESTIMATORS[header["estimator"]]
-    try:
-        params = {
-            name: _decode(value, tensors) for name, value in header["params"].items()
-        }
-        fitted = {
-            name: _decode(value, tensors) for name, value in header["fitted"].items()
-        }
-        estimator = estimator_class(**params)
-        estimator._validate_params()
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-        raise ValueError(
-            f"{_name(file)} is a damaged skflow model file: {exc}"
-        ) from exc
-    # __setstate__ places the field on the saved device, or on the CPU with
-    # a warning when this machine lacks it, as unpickling does.
-    estimator.__setstate__({**vars(estimator), **fitted})
-    return estimator
+            f"Refused to load {name}: it is not a skflow model file. A pickle "
+            "or joblib file can run code when loaded, so load those with "
+            "joblib only when you trust their source."
+        )
+    return _rebuild(header, arrays, name)
 
 
-def _check_header(contents, file) -> dict:
-    """The parsed header, after checking the file's kind and version."""
-    if (
-        not isinstance(contents, dict)
-        or not isinstance(contents.get("header"), str)
-        or not isinstance(contents.get("tensors"), dict)
+def _write(header: dict, arrays: dict[str, np.ndarray], file: PathLike) -> None:
+    offset, layout = 0, {}
+    for key, array in arrays.items():
+        if array.dtype.name not in _DTYPES:
+            raise TypeError(f"Cannot save array {key!r} of dtype {array.dtype}.")
+        layout[key] = {
+            "dtype": array.dtype.name,
+            "shape": list(array.shape),
+            "offset": offset,
+        }
+        offset += array.nbytes
+    text = json.dumps({**header, "arrays": layout}).encode("utf-8")
+    parts = [_MAGIC, struct.pack("<Q", len(text)), text]
+    parts += [
+        array.astype(array.dtype.newbyteorder("<")).tobytes()
+        for array in arrays.values()
+    ]
+    if isinstance(file, str | os.PathLike):
+        write_atomically(file, lambda out: out.writelines(parts))
+    else:
+        file.write(b"".join(parts))
+
+
+def _read_bytes(file: PathLike, name: str) -> bytes:
+    if not isinstance(file, str | os.PathLike):
+        return file.read()
+    mode = os.stat(file).st_mode  # FileNotFoundError, PermissionError as they are
+    if not stat.S_ISREG(mode):
+        raise ValueError(
+            f"{name} is not a regular file (a pipe, a device or a folder)."
+        )
+    with open(file, "rb") as handle:
+        return handle.read()
+
+
+def _parse(data: bytes, name: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """The header and arrays of a format-3 file, checked before any copy."""
+    if len(data) < len(_MAGIC) + 8:
+        raise ValueError(f"{name} is truncated: it ends inside its header.")
+    (length,) = struct.unpack("<Q", data[len(_MAGIC) : len(_MAGIC) + 8])
+    start = len(_MAGIC) + 8
+    if length > _MAX_HEADER_BYTES or start + length > len(data):
+        raise ValueError(
+            f"{name} is damaged or truncated: its header claims {length} bytes."
+        )
+    header = _json(data[start : start + length], name)
+    layout = header.get("arrays")
+    if not isinstance(layout, dict):
+        raise ValueError(f"{name} is not a skflow model file (no array table).")
+    body = memoryview(data)[start + length :]
+    arrays, expected_offset = {}, 0
+    for key, entry in layout.items():
+        dtype, shape = _check_array_entry(key, entry, expected_offset, name)
+        size = math.prod(shape) * dtype.itemsize
+        if expected_offset + size > len(body):
+            raise ValueError(
+                f"{name} is truncated: array {key!r} needs bytes past its end."
+            )
+        chunk = body[expected_offset : expected_offset + size]
+        arrays[key] = (
+            np.frombuffer(chunk, dtype=dtype)
+            .reshape(shape)
+            .astype(dtype.newbyteorder("="))
+        )
+        expected_offset += size
+    if expected_offset != len(body):
+        raise ValueError(f"{name} is damaged: it holds bytes no array claims.")
+    return header, arrays
+
+
+def _check_array_entry(key, entry, offset, name) -> tuple[np.dtype, list[int]]:
+    if not (
+        isinstance(entry, dict)
+        and entry.get("dtype") in _DTYPES
+        and isinstance(entry.get("shape"), list)
+        and all(type(n) is int and n >= 0 for n in entry["shape"])
+        and entry.get("offset") == offset
     ):
-        raise ValueError(f"{_name(file)} is not a skflow model file.")
+        raise ValueError(f"{name} is damaged: bad entry for array {key!r}.")
+    return np.dtype(entry["dtype"]).newbyteorder("<"), entry["shape"]
+
+
+def _json(text: bytes, name: str) -> dict:
     try:
-        header = json.loads(contents["header"])
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{_name(file)} has a damaged header: {exc}") from exc
-    if not isinstance(header, dict) or header.get("format") != _FORMAT:
-        raise ValueError(f"{_name(file)} is not a skflow model file.")
-    if header.get("format_version") not in _READABLE_FORMATS:
-        readable = " and ".join(str(version) for version in _READABLE_FORMATS)
-        raise ValueError(
-            f"{_name(file)} was written by skflow "
-            f"{header.get('skflow_version')} in model format "
-            f"{header.get('format_version')}; this skflow ({__version__}) reads "
-            f"formats {readable} only. Load it with the skflow that "
-            "wrote it, or refit the model."
-        )
-    if header.get("estimator") not in _ESTIMATORS:
-        raise ValueError(
-            f"{_name(file)} holds an unknown estimator "
-            f"{header.get('estimator')!r}; expected one of {sorted(_ESTIMATORS)}."
-        )
+        header = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        kind = "too deeply nested" if isinstance(exc, RecursionError) else exc
+        raise ValueError(f"{name} has a damaged header: {kind}.") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{name} is not a skflow model file.")
     return header
 
 
-def _encode(value, name: str, tensors: dict) -> dict:
-    """A JSON-able tagged form of ``value``; arrays go to ``tensors``."""
+def _parse_legacy(data: bytes, name: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """The header and arrays of a format-1 or -2 file (a torch zip file)."""
+    torch_version = tuple(int(part) for part in torch.__version__.split(".")[:2])
+    if torch_version < _SAFE_UNPICKLER_TORCH:
+        raise ValueError(
+            f"{name} is a model file of skflow 0.3 or earlier, which can only be "
+            "read through torch's weights-only unpickler; torch "
+            f"{torch.__version__} has known advisories there, so it is not "
+            "read. Load it with torch >= 2.10, and skflow.save it again to "
+            "get a file that needs no unpickler."
+        )
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ValueError(f"{name} is not a skflow model file ({exc}).") from None
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED or record.file_size > len(data):
+            raise ValueError(
+                f"Refused to load {name}: record {record.filename!r} is "
+                "compressed, which skflow never writes."
+            )
+        if (
+            record.filename.endswith(".pkl")
+            and record.file_size > _MAX_LEGACY_PICKLE_BYTES
+        ):
+            raise ValueError(f"Refused to load {name}: its pickle record is too large.")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            contents = torch.load(
+                io.BytesIO(data), map_location="cpu", weights_only=True
+            )
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"Refused to load {name}: it is not a skflow model file. It holds "
+            "more than tensors and plain data; a pickle or joblib file can run "
+            "code when loaded, so load those with joblib only when you trust "
+            "their source."
+        ) from None
+    except Exception as exc:  # torch's many ways of failing on other bytes
+        raise ValueError(
+            f"{name} is not a skflow model file ({exc.__class__.__name__}: {exc})."
+        ) from None
+    if not (
+        isinstance(contents, dict)
+        and isinstance(contents.get("header"), str)
+        and isinstance(contents.get("tensors"), dict)
+        and all(isinstance(t, torch.Tensor) for t in contents["tensors"].values())
+    ):
+        raise ValueError(f"{name} is not a skflow model file.")
+    header = _json(contents["header"].encode("utf-8"), name)
+    arrays = {key: tensor.numpy() for key, tensor in contents["tensors"].items()}
+    return header, arrays
+
+
+def _rebuild(header: dict, arrays: dict[str, np.ndarray], name: str):
+    _check_header(header, name)
+    estimator_class = _ESTIMATORS[header["estimator"]]
+    try:
+        params = {
+            key: _decode(value, arrays) for key, value in header["params"].items()
+        }
+        fitted = {
+            key: _decode(value, arrays) for key, value in header["fitted"].items()
+        }
+        # Statistics of the last call that 0.3 stored; scoring keeps none now.
+        fitted.pop("solver_stats_", None)
+        estimator = estimator_class(**params)
+        estimator._validate_params()
+        _check_fitted(estimator, fitted)
+        # __setstate__ places the field on the saved device, or on the CPU
+        # with a warning when this machine lacks it, as unpickling does.
+        estimator.__setstate__({**vars(estimator), **fitted})
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        RuntimeError,
+        AttributeError,
+        IndexError,
+        OverflowError,
+    ) as exc:
+        raise ValueError(f"{name} is a damaged skflow model file: {exc}") from None
+    return estimator
+
+
+def _check_header(header: dict, name: str) -> None:
+    """The file's kind, version and estimator class, before anything else."""
+    if header.get("format") != _FORMAT:
+        raise ValueError(f"{name} is not a skflow model file.")
+    if header.get("format_version") not in _READABLE_FORMATS:
+        readable = ", ".join(str(version) for version in _READABLE_FORMATS)
+        raise ValueError(
+            f"{name} was written by skflow {header.get('skflow_version')} in "
+            f"model format {header.get('format_version')}; this skflow "
+            f"({__version__}) reads formats {readable} only. Load it with the "
+            "skflow that wrote it, or refit the model."
+        )
+    estimator = header.get("estimator")
+    if not isinstance(estimator, str) or estimator not in _ESTIMATORS:
+        raise ValueError(
+            f"{name} holds an unknown estimator {estimator!r}; expected one of "
+            f"{sorted(_ESTIMATORS)}."
+        )
+    if not (
+        isinstance(header.get("params"), dict)
+        and isinstance(header.get("fitted"), dict)
+    ):
+        raise ValueError(f"{name} is not a skflow model file (no parameters).")
+
+
+def _check_fitted(estimator: FlowMatchingDensity, fitted: dict) -> None:
+    """Every fitted attribute a fit makes, of the right type, shape and range."""
+    expected = {
+        "n_features_in_",
+        "mean_",
+        "scale_",
+        "vector_field_",
+        "path_",
+        "device_",
+        "_probe_seed",
+    }
+    # Older files may lack some of these; a fit makes them all.
+    optional = {
+        "feature_names_in_",
+        "integer_columns_",
+        "n_iter_",
+        "loss_curve_",
+        "validation_scores_",
+    }
+    if isinstance(estimator, FlowMatchingOutlierDetector):
+        expected.add("offset_")
+    missing, unknown = expected - set(fitted), set(fitted) - expected - optional
+    if missing or unknown:
+        raise ValueError(
+            f"fitted attributes missing {sorted(missing)} or unknown {sorted(unknown)}"
+        )
+    d = fitted["n_features_in_"]
+    _require(type(d) is int and d >= 1, "n_features_in_ must be a positive int")
+    for key in ("mean_", "scale_"):
+        array = fitted[key]
+        _require(
+            isinstance(array, np.ndarray)
+            and array.dtype == np.float64
+            and array.shape == (d,)
+            and np.all(np.isfinite(array)),
+            f"{key} must be {d} finite float64 values",
+        )
+    _require(np.all(fitted["scale_"] > 0), "scale_ must be positive")
+    columns = fitted.get("integer_columns_", np.zeros(d, bool))
+    _require(
+        isinstance(columns, np.ndarray)
+        and columns.dtype == bool
+        and columns.shape == (d,),
+        f"integer_columns_ must be {d} booleans",
+    )
+    _require(
+        estimator.dequantize or not columns.any(),
+        "integer_columns_ marks columns as discrete, but dequantize=False",
+    )
+    names = fitted.get("feature_names_in_")
+    _require(
+        names is None or names.shape == (d,), f"feature_names_in_ must hold {d} names"
+    )
+    _require(fitted["vector_field_"].n_features == d, "the network has the wrong width")
+    _require(isinstance(fitted["path_"], ProbabilityPath), "path_ is not a path")
+    _require(isinstance(fitted["device_"], torch.device), "device_ is not a device")
+    n_iter = fitted.get("n_iter_", 0)
+    _require(type(n_iter) is int and n_iter >= 0, "n_iter_ must be an int >= 0")
+    for key in ("loss_curve_", "validation_scores_"):
+        _require(
+            isinstance(fitted.get(key, []), list)
+            and all(isinstance(x, int | float) for x in fitted.get(key, [])),
+            f"{key} must be a list of numbers",
+        )
+    seed = fitted["_probe_seed"]
+    _require(type(seed) is int and 0 <= seed < 2**32, "bad _probe_seed")
+    if "offset_" in fitted:
+        offset = fitted["offset_"]
+        _require(
+            isinstance(offset, int | float) and math.isfinite(offset), "bad offset_"
+        )
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _encode(value, name: str, arrays: dict) -> dict:
+    """A JSON-able tagged form of ``value``; arrays go to ``arrays``."""
     if isinstance(value, np.generic):
         value = value.item()
     if value is None or isinstance(value, bool | int | float | str):
@@ -216,13 +471,13 @@ def _encode(value, name: str, tensors: dict) -> dict:
     if isinstance(value, torch.device):
         return {"device": str(value)}
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
-        tensors[name] = torch.from_numpy(np.ascontiguousarray(value).copy())
+        arrays[name] = np.ascontiguousarray(value)
         return {"ndarray": name}
     if isinstance(value, np.ndarray) and all(isinstance(v, str) for v in value.flat):
         return {"strings": value.tolist()}
     if isinstance(value, VectorField):
         for key, tensor in value.state_dict().items():
-            tensors[f"{name}.{key}"] = tensor.detach().to("cpu")
+            arrays[f"{name}.{key}"] = tensor.detach().to("cpu").numpy()
         return {"vector_field": {"prefix": name, **value.config()}}
     if isinstance(value, ProbabilityPath):
         names = [key for key, cls in PATHS.items() if type(value) is cls]
@@ -230,8 +485,10 @@ def _encode(value, name: str, tensors: dict) -> dict:
     raise TypeError(f"Cannot save attribute {name!r} of type {type(value).__name__}.")
 
 
-def _decode(encoded: dict, tensors: dict):
+def _decode(encoded: dict, arrays: dict):
     """Inverse of :func:`_encode`; builds only the types listed there."""
+    if not isinstance(encoded, dict) or len(encoded) != 1:
+        raise ValueError(f"malformed entry {str(encoded)[:80]!r}")
     ((tag, value),) = encoded.items()
     if tag == "value":
         return value
@@ -240,30 +497,63 @@ def _decode(encoded: dict, tensors: dict):
     if tag == "device":
         return torch.device(value)
     if tag == "ndarray":
-        return tensors[value].numpy()
+        return arrays[value]
     if tag == "strings":
+        if not all(isinstance(v, str) for v in value):
+            raise ValueError("feature names must be strings")
         return np.asarray(value, dtype=object)
     if tag == "vector_field":
-        prefix = value["prefix"] + "."
-        state = {
-            key[len(prefix) :]: tensor
-            for key, tensor in tensors.items()
-            if key.startswith(prefix)
-        }
-        config = {
-            # Files from skflow 0.1.0 predate the Fourier features, and files
-            # up to 0.2.0 the choice of activation (they were all SiLU).
-            "n_fourier_features": 0,
-            "activation": "silu",
-            **{key: entry for key, entry in value.items() if key != "prefix"},
-        }
-        field = VectorField.from_config(config)
-        field = field.to(state["mlp.0.weight"].dtype)
-        field.load_state_dict(state, strict=True)
-        return field.requires_grad_(False).eval()
+        return _decode_field(value, arrays)
     if tag == "path":
+        if not (isinstance(value.get("sigma"), int | float) and value["sigma"] >= 0):
+            raise ValueError(f"bad path sigma {value.get('sigma')!r}")
         return make_path(value["name"], value["sigma"])
     raise ValueError(f"unknown entry {tag!r}")
+
+
+def _decode_field(value: dict, arrays: dict) -> VectorField:
+    """The network, after its architecture was checked against its weights."""
+    config = {
+        # Files from skflow 0.1.0 predate the Fourier features, and files
+        # up to 0.2.0 the choice of activation (they were all SiLU).
+        "n_fourier_features": 0,
+        "activation": "silu",
+        **{key: entry for key, entry in value.items() if key != "prefix"},
+    }
+    sizes = config["hidden_layer_sizes"]
+    numbers = [
+        config["n_features"],
+        config["n_frequencies"],
+        config["n_fourier_features"],
+    ]
+    if not (
+        isinstance(sizes, list)
+        and 1 <= len(sizes) <= _MAX_LAYERS
+        and all(type(n) is int and 1 <= n <= _MAX_WIDTH for n in [*sizes, numbers[0]])
+        and all(type(n) is int and 0 <= n <= _MAX_WIDTH for n in numbers[1:])
+    ):
+        raise ValueError(f"implausible network architecture {config!r}")
+    prefix = value["prefix"] + "."
+    state = {
+        key[len(prefix) :]: array
+        for key, array in arrays.items()
+        if key.startswith(prefix)
+    }
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        expected = VectorField.from_config(config).state_dict()
+    shapes = {key: tuple(array.shape) for key, array in state.items()}
+    if shapes != {key: tuple(tensor.shape) for key, tensor in expected.items()}:
+        raise ValueError("the network's weights do not match its architecture")
+    if not all(np.all(np.isfinite(array)) for array in state.values()):
+        raise ValueError("the network's weights are not all finite")
+    dtypes = {array.dtype for array in state.values()}
+    if len(dtypes) != 1 or dtypes.pop() not in (np.float32, np.float64):
+        raise ValueError("the network's weights must all be float32 or all float64")
+    field = VectorField.from_config(config)
+    tensors = {key: torch.from_numpy(np.array(array)) for key, array in state.items()}
+    field = field.to(tensors["mlp.0.weight"].dtype)
+    field.load_state_dict(tensors, strict=True)
+    return field.requires_grad_(False).eval()
 
 
 def _is_json(value) -> bool:

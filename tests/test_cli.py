@@ -1,6 +1,7 @@
 """The command line: fit / score / sample agree with the Python API, and
 every user error prints one line, no traceback, and a non-zero status."""
 
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ from numpy.testing import assert_array_equal
 
 import skflow
 from skflow import FlowMatchingDensity
-from skflow.cli import main, parameter_docs
+from skflow.cli import main, parameter_docs, read_data
 
 FAST = ["--hidden-layer-sizes", "16,16", "--max-iter", "30", "--random-state", "0"]
 
@@ -104,12 +105,39 @@ BAD_COMMANDS = {
     "non-numeric": (
         lambda d, m: ["fit", _bad(d, "bad.csv", "1,2\n3,abc\n"), "-o", "m"],
         1,
-        "could not convert string 'abc'",
+        "bad.csv: line 2: 'abc' is not a number",
     ),
     "ragged": (
         lambda d, m: ["fit", _bad(d, "ragged.csv", "1,2\n3,4,5\n"), "-o", "m"],
         1,
-        "number of columns changed",
+        "ragged.csv: line 2 has 3 columns, the lines above 2",
+    ),
+    # A first row with a typo or an empty cell is data, not a header: the
+    # error names its line (the header, when there is one, is counted).
+    "typo-in-first-row": (
+        lambda d, m: ["fit", _bad(d, "typo.csv", "1,2x\n3,4\n5,6\n"), "-o", "m"],
+        1,
+        "typo.csv: line 1: '2x' is not a number",
+    ),
+    "empty-cell-in-first-row": (
+        lambda d, m: ["fit", _bad(d, "cell.csv", "1,\n3,4\n5,6\n"), "-o", "m"],
+        1,
+        "cell.csv: line 1: an empty cell is not a number",
+    ),
+    "error-below-a-header": (
+        lambda d, m: ["fit", _bad(d, "h.csv", "a,b\n1,2\n3,x\n"), "-o", "m"],
+        1,
+        "h.csv: line 3: 'x' is not a number",
+    ),
+    "output-folder-missing": (
+        lambda d, m: ["fit", str(d / "X.csv"), "-o", str(d / "nodir" / "m.skflow")],
+        1,
+        "no folder",
+    ),
+    "too-many-samples": (
+        lambda d, m: ["sample", str(m), "-n", "10000000000000"],
+        1,
+        "more than half this machine's memory",
     ),
     "empty": (lambda d, m: ["fit", _bad(d, "empty.csv", ""), "-o", "m"], 1, "0 sample"),
     "nan": (
@@ -192,3 +220,49 @@ def test_fit_parses_booleans_and_none(data, tmp_path):
     assert status == 0
     params = skflow.load(output).get_params()
     assert params["dequantize"] is True and params["n_iter_no_change"] is None
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_cell(data, tmp_path):
+    X, _ = data
+    text = "\n".join(",".join(f"{v:.17g}" for v in row) for row in X[:5])
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (tmp_path / "bom-header.csv").write_bytes(b"\xef\xbb\xbfa,b\n" + text.encode())
+    for name in ("bom.csv", "bom-header.csv"):
+        assert_array_equal(read_data(str(tmp_path / name)), X[:5])
+
+
+def test_fit_checks_its_output_before_training(data, monkeypatch, capsys):
+    _, folder = data
+
+    def no_training(self, *args, **kwargs):
+        raise AssertionError("fit started before the output path was checked")
+
+    monkeypatch.setattr(FlowMatchingDensity, "fit", no_training)
+    status = main(["fit", str(folder / "X.csv"), "-o", str(folder / "no" / "m")])
+    assert status == 1
+    assert "no folder" in capsys.readouterr().err
+
+
+def test_an_interrupted_output_leaves_the_previous_file_and_no_partial_one(
+    data, model, tmp_path, monkeypatch
+):
+    out = tmp_path / "samples.csv"
+    out.write_text("previous\n")
+
+    def disk_full(file, *args, **kwargs):
+        file.write(b"0.1,0.2\n")  # a partial write, then the failure
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savetxt", disk_full)
+    assert main(["sample", str(model), "-n", "5", "-o", str(out)]) == 1
+    assert out.read_text() == "previous\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.csv"]
+
+
+def test_a_named_pipe_as_model_is_refused_without_blocking(data, tmp_path, capsys):
+    _, folder = data
+    pipe = tmp_path / "model.fifo"
+    os.mkfifo(pipe)
+    status = main(["score", str(pipe), str(folder / "X.csv")])
+    assert status == 1
+    assert "is not a regular file" in capsys.readouterr().err

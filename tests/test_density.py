@@ -1,5 +1,7 @@
 """End-to-end tests of FlowMatchingDensity."""
 
+import copy
+import dataclasses
 import pickle
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -8,7 +10,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from _data import SMALL, SMALL_EXACT, blobs
+from _data import EXACT, SMALL, SMALL_EXACT, TINY, blobs
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -18,6 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 from toy_densities import GaussianMixture2D
 
+import skflow
 from skflow import FlowMatchingDensity
 from skflow._ode import MAX_EVALUATIONS, log_likelihood
 
@@ -394,6 +397,22 @@ def test_verbose_0_is_silent(capsys):
     assert capsys.readouterr() == ("", "")
 
 
+@pytest.mark.parametrize("scale", [2.0**-995, 2.0**-365, 2.0**120, 2.0**1000])
+def test_only_the_ratios_of_sample_weights_matter_however_extreme(scale):
+    # Powers of two scale exactly: the weights, once scaled to a largest
+    # weight of 1, are the same bits, so the fits are the same. 0.3.2 cast
+    # them to float32 first, where 2^-365 (about exp(-253)) is 0 and 2^120
+    # overflows: every minibatch then drew the last row, silently.
+    X = blobs(n=60)
+    weights = 2.0 ** -np.random.RandomState(0).randint(0, 4, len(X))
+    reference = FlowMatchingDensity(**EXACT, random_state=0)
+    reference.fit(X, sample_weight=weights)
+    est = FlowMatchingDensity(**EXACT, random_state=0)
+    est.fit(X, sample_weight=weights * scale)
+    assert_array_equal(est.loss_curve_, reference.loss_curve_)
+    assert_array_equal(est.score_samples(X), reference.score_samples(X))
+
+
 def test_chunked_scoring_and_sampling_match_one_chunk():
     # With a fixed-step solver each row is integrated on its own, so chunks
     # change nothing but round-off in the matrix products.
@@ -402,10 +421,12 @@ def test_chunked_scoring_and_sampling_match_one_chunk():
     whole = est.score_samples(X)
     samples = est.sample(30, random_state=0)
     est.set_params(inference_batch_size=7)
-    assert_allclose(est.score_samples(X), whole, rtol=1e-12)
-    assert est.solver_stats_["n_chunks"] == 8  # ceil(50 / 7)
-    assert_allclose(est.sample(30, random_state=0), samples, rtol=1e-12)
-    assert est.solver_stats_["n_chunks"] == 5
+    with skflow.solver_stats() as scoring:
+        assert_allclose(est.score_samples(X), whole, rtol=1e-12)
+    assert scoring.n_chunks == 8  # ceil(50 / 7)
+    with skflow.solver_stats() as sampling:
+        assert_allclose(est.sample(30, random_state=0), samples, rtol=1e-12)
+    assert sampling.n_chunks == 5
 
 
 def test_hutchinson_probes_do_not_depend_on_chunking():
@@ -421,25 +442,47 @@ def test_hutchinson_probes_do_not_depend_on_chunking():
 def test_solver_stats_count_field_evaluations():
     X = blobs(n=20)
     est = FlowMatchingDensity(**SMALL_EXACT, random_state=0).fit(X)
-    est.score_samples(X)
+    with skflow.solver_stats() as stats:
+        est.score_samples(X)
     # rk4 evaluates the field 4 times per step.
-    assert est.solver_stats_ == {
-        "n_evaluations": 4 * SMALL_EXACT["n_steps"],
-        "n_divergence_evaluations": 4 * SMALL_EXACT["n_steps"],
-        "max_evaluations_per_chunk": 4 * SMALL_EXACT["n_steps"],
+    n = 4 * SMALL_EXACT["n_steps"]
+    assert dataclasses.asdict(stats) == {
+        "n_evaluations": n,
+        "n_divergence_evaluations": n,
+        "max_evaluations_per_chunk": n,
         "n_chunks": 1,
     }
     adaptive = clone(est).set_params(solver="dopri5").fit(X)
-    adaptive.sample(10, random_state=0)
+    with skflow.solver_stats() as stats:
+        adaptive.sample(10, random_state=0)
     # dopri5: 2 evaluations to pick the first step, then 6 per step (FSAL).
-    assert adaptive.solver_stats_["n_evaluations"] >= 8
-    assert adaptive.solver_stats_["n_divergence_evaluations"] == 0
-    adaptive.score_samples(X)
+    assert stats.n_evaluations >= 8
+    assert stats.n_divergence_evaluations == 0
+    with skflow.solver_stats() as stats:
+        adaptive.score_samples(X)
     # The divergence quadrature: 15 nodes on each of at least two panels.
-    stats = adaptive.solver_stats_
-    assert stats["n_divergence_evaluations"] % 15 == 0
-    assert stats["n_divergence_evaluations"] >= 30
-    assert stats["n_evaluations"] > stats["n_divergence_evaluations"]
+    assert stats.n_divergence_evaluations % 15 == 0
+    assert stats.n_divergence_evaluations >= 30
+    assert stats.n_evaluations > stats.n_divergence_evaluations
+
+
+def test_scoring_and_sampling_change_nothing_on_the_estimator():
+    # Pure calls: the attributes before and after are the same objects
+    # with the same values, and no new one appears.
+    est = FlowMatchingDensity(**TINY, random_state=0).fit(blobs())
+    before = {name: copy.deepcopy(value) for name, value in vars(est).items()}
+    est.score_samples(blobs(seed=1))
+    est.score(blobs(seed=1))
+    est.sample(5, random_state=0)
+    assert vars(est).keys() == before.keys()
+    for name, value in before.items():
+        if isinstance(value, torch.nn.Module):
+            for key, tensor in value.state_dict().items():
+                assert torch.equal(tensor, vars(est)[name].state_dict()[key])
+        elif isinstance(value, np.ndarray | list | int | float):
+            assert_array_equal(vars(est)[name], value)
+        else:  # a path, a device
+            assert repr(vars(est)[name]) == repr(value)
 
 
 @pytest.mark.slow
@@ -457,11 +500,12 @@ def test_far_away_points_get_finite_very_negative_scores(blob_fit, distance):
     near = X[:20]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        scores = est.score_samples(np.vstack([near, far]))
+        with skflow.solver_stats() as stats:
+            scores = est.score_samples(np.vstack([near, far]))
     assert not caught or distance > 1e3
     assert np.all(np.isfinite(scores))
     assert scores[20:].max() < scores[:20].min() - 1e4
-    assert est.solver_stats_["max_evaluations_per_chunk"] <= MAX_EVALUATIONS
+    assert stats.max_evaluations_per_chunk <= MAX_EVALUATIONS
     # Both calls are near the engine's accuracy target, 1e-3 nats, of the
     # truth (measured against float64 at 1e-10: 1.1e-3 alone, 2.1e-3 with
     # the far rows at 1e3, which share dopri5's steps, on this rough

@@ -10,7 +10,7 @@ from skflow._inference import (
     chunks,
     rows_per_chunk,
     solve_isolating_failures,
-    solver_statistics,
+    solver_stats,
 )
 from skflow._ode import SolveFailedError, SolveStats
 
@@ -121,14 +121,32 @@ def test_chunks_show_a_bar_only_when_verbose_and_several(capsys):
     assert capsys.readouterr() == ("", "")
 
 
-def test_solver_statistics_sum_the_solves_of_a_call():
+def test_solver_stats_sum_the_solves_recorded_in_the_block():
     solves = [SolveStats(30, 30), SolveStats(120, 45), SolveStats(64)]
-    assert solver_statistics(solves) == {
-        "n_evaluations": 214,
-        "n_divergence_evaluations": 75,
-        "max_evaluations_per_chunk": 120,
-        "n_chunks": 3,
-    }
+    _inference._record(solves[:1])  # outside any block: counted nowhere
+    with solver_stats() as outer:
+        _inference._record(solves[:2])
+        with solver_stats() as inner:
+            _inference._record(solves[2:])
+    _inference._record(solves)  # after the block: not counted
+    assert (
+        outer.n_evaluations,
+        outer.n_divergence_evaluations,
+        outer.max_evaluations_per_chunk,
+        outer.n_chunks,
+    ) == (214, 75, 120, 3)
+    assert (inner.n_evaluations, inner.n_chunks) == (64, 1)
+
+
+def test_solver_stats_count_their_own_thread_only():
+    import threading
+
+    with solver_stats() as stats:
+        worker = threading.Thread(target=_inference._record, args=([SolveStats(9)],))
+        worker.start()
+        worker.join()
+        _inference._record([SolveStats(5)])
+    assert (stats.n_evaluations, stats.n_chunks) == (5, 1)
 
 
 def _warn_about_failures(log_density, n_fallbacks):

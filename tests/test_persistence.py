@@ -4,6 +4,10 @@ import io
 import json
 import os
 import pickle
+import stat
+import struct
+import zipfile
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -11,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 from _data import TINY, blobs
-from numpy.testing import assert_array_equal
+from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import NotFittedError
 from sklearn.neighbors import KernelDensity
 
@@ -117,20 +121,48 @@ def test_the_payload_really_runs_under_plain_pickle(tmp_path):
     assert marker.exists()
 
 
+DATA = Path(__file__).parent / "data"
+
+
+def _split(data: bytes) -> tuple[dict, bytes]:
+    """A format-3 file's header and the bytes after it."""
+    (length,) = struct.unpack("<Q", data[8:16])
+    return json.loads(data[16 : 16 + length]), data[16 + length :]
+
+
+def _join(header: dict, body: bytes) -> bytes:
+    text = json.dumps(header).encode()
+    return b"\x93SKFLOW\n" + struct.pack("<Q", len(text)) + text + body
+
+
 def _rewrite_header(file, change):
-    contents = torch.load(file, weights_only=True)
-    header = json.loads(contents["header"])
+    header, body = _split(file.read_bytes())
     change(header)
-    contents["header"] = json.dumps(header)
-    torch.save(contents, file)
+    file.write_bytes(_join(header, body))
 
 
 @pytest.fixture
 def saved(tmp_path):
-    est = FlowMatchingDensity(**TINY, random_state=0).fit(blobs(100, 3))
+    est = FlowMatchingDensity(**TINY, random_state=0).fit(blobs(n=100, d=3))
     file = tmp_path / "model.skflow"
     skflow.save(est, file)
     return est, file
+
+
+def test_the_file_is_a_json_header_and_raw_little_endian_arrays(saved):
+    est, file = saved
+    data = file.read_bytes()
+    assert data[:8] == b"\x93SKFLOW\n"
+    header, body = _split(data)
+    assert header["format_version"] == skflow.persistence.FORMAT_VERSION == 3
+    entry = header["arrays"]["mean_"]
+    start = entry["offset"]
+    mean = np.frombuffer(body[start : start + 8 * 3], dtype="<f8")
+    assert_array_equal(mean, est.mean_)
+    assert len(body) == sum(
+        np.dtype(a["dtype"]).itemsize * int(np.prod(a["shape"]))
+        for a in header["arrays"].values()
+    )
 
 
 def test_an_incompatible_format_version_is_refused(saved):
@@ -140,41 +172,146 @@ def test_an_incompatible_format_version_is_refused(saved):
         skflow.load(file)
 
 
+@pytest.mark.parametrize("kind", ["density", "detector"])
+def test_files_written_by_skflow_0_3_2_load_and_score_as_they_did(kind):
+    # Written by tests/data/make_0_3_2_files.py with skflow 0.3.2 (format 2).
+    # The same seed gives the same numbers for the same number of threads;
+    # with another, float32 round-off moves dopri5's steps within its
+    # tolerance (1e-6), far inside these bounds.
+    expected = np.load(DATA / "expected-0.3.2.npz")
+    loaded = skflow.load(DATA / f"{kind}-0.3.2.skflow")
+    assert_allclose(
+        loaded.score_samples(expected["X"]), expected[f"{kind}_scores"], atol=1e-4
+    )
+    if kind == "density":
+        assert_allclose(
+            loaded.sample(5, random_state=0), expected["density_samples"], atol=1e-4
+        )
+    else:
+        assert loaded.offset_ == expected["detector_offset"]
+    assert not hasattr(loaded, "solver_stats_")
+
+
+def _legacy(tmp_path, change=None, kind="density"):
+    """A format-2 file (a torch zip) from the 0.3.2 one, its header changed."""
+    contents = torch.load(DATA / f"{kind}-0.3.2.skflow", weights_only=True)
+    if change is not None:
+        header = json.loads(contents["header"])
+        change(header, contents["tensors"])
+        contents["header"] = json.dumps(header)
+    file = tmp_path / "legacy.skflow"
+    torch.save(contents, file)
+    return file
+
+
 def test_a_format_1_file_without_fourier_features_still_loads(tmp_path):
     # skflow 0.1.0 wrote format 1: its fields had no Fourier features and
     # its headers no n_fourier_features.
-    est = FlowMatchingDensity(**TINY, random_state=0).fit(blobs(100, 3))
-    field = VectorField(3, TINY["hidden_layer_sizes"], n_fourier_features=0)
-    est.vector_field_ = field.requires_grad_(False).eval()
-    file = tmp_path / "old.skflow"
-    skflow.save(est, file)
-
-    def as_format_1(header):
+    def as_format_1(header, tensors):
         header.update(format_version=1, skflow_version="0.1.0")
         del header["fitted"]["vector_field_"]["vector_field"]["n_fourier_features"]
+        first = tensors["vector_field_.mlp.0.weight"]
+        tensors["vector_field_.mlp.0.weight"] = torch.cat(
+            [first[:, :3], first[:, -9:]], dim=1
+        )  # x and the time features only
+        tensors["vector_field_.fourier_features.projection"] = torch.zeros(3, 0)
 
-    _rewrite_header(file, as_format_1)
-    loaded = skflow.load(file)
+    loaded = skflow.load(_legacy(tmp_path, as_format_1))
     assert loaded.vector_field_.fourier_features.n_outputs == 0
-    X = blobs(100, 3)[:20]
-    assert_array_equal(loaded.score_samples(X), est.score_samples(X))
+    assert np.all(np.isfinite(loaded.score_samples(blobs(n=5, d=3))))
 
 
-def test_a_file_without_an_activation_loads_with_silu(saved):
+def test_a_file_without_an_activation_loads_with_silu(tmp_path):
     # Files up to skflow 0.2.0 predate the choice of activation: all SiLU.
-    est, file = saved
-    est.vector_field_ = VectorField(
-        3, TINY["hidden_layer_sizes"], activation="silu"
-    ).requires_grad_(False)
-    skflow.save(est, file)
-    _rewrite_header(
-        file,
-        lambda h: h["fitted"]["vector_field_"]["vector_field"].pop("activation"),
+    file = _legacy(
+        tmp_path,
+        lambda h, t: h["fitted"]["vector_field_"]["vector_field"].pop("activation"),
     )
-    loaded = skflow.load(file)
-    assert loaded.vector_field_.activation == "silu"
-    X = blobs(100, 3)[:20]
-    assert_array_equal(loaded.score_samples(X), est.score_samples(X))
+    assert skflow.load(file).vector_field_.activation == "silu"
+
+
+def test_legacy_files_need_a_torch_without_unpickler_advisories(tmp_path, monkeypatch):
+    file = _legacy(tmp_path)
+    monkeypatch.setattr(torch, "__version__", "2.9.1")
+    with pytest.raises(ValueError, match=r"torch 2\.9\.1 has known advisories"):
+        skflow.load(file)
+
+
+def test_a_compressed_legacy_record_is_refused_before_it_is_inflated(tmp_path):
+    # A zip "bomb": 64 MiB of zeros deflate to a few KiB.
+    file = tmp_path / "bomb.skflow"
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\0" * 2**26)
+    assert file.stat().st_size < 2**20
+    with pytest.raises(ValueError, match="is compressed, which skflow never writes"):
+        skflow.load(file)
+
+
+def _builds_nothing(monkeypatch):
+    """Make building a network anywhere but on the meta device fail."""
+    original = VectorField.__init__
+
+    def meta_only(self, *args, **kwargs):
+        assert torch.get_default_device().type == "meta", "a network was built"
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(VectorField, "__init__", meta_only)
+
+
+def _field_config(header):
+    return header["fitted"]["vector_field_"]["vector_field"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        # Claims that would allocate gigabytes are refused first.
+        (
+            lambda h: _field_config(h).update(hidden_layer_sizes=[16384, 16384]),
+            "do not match its architecture",
+        ),
+        (
+            lambda h: h["arrays"]["mean_"].update(shape=[10**7]),
+            "truncated: array 'mean_' needs bytes past its end",
+        ),
+        (
+            lambda h: _field_config(h).update(n_features=10**7),
+            "implausible network architecture",
+        ),
+        (lambda h: h["arrays"]["mean_"].update(dtype="object"), "bad entry"),
+    ],
+    ids=["huge-layers", "huge-array", "huge-features", "dtype"],
+)
+def test_a_header_is_checked_before_anything_is_built(
+    saved, monkeypatch, change, message
+):
+    _, file = saved
+    _rewrite_header(file, change)
+    _builds_nothing(monkeypatch)
+    with pytest.raises(ValueError, match=message):
+        skflow.load(file)
+
+
+def _set_param(name, value):
+    return lambda h: h["params"].update({name: {"value": value}})
+
+
+def _set_array(saved_file, name, array):
+    """Replace a fitted array's bytes (and entry) in a format-3 file."""
+    header, body = _split(saved_file.read_bytes())
+    arrays, offset, parts = {}, 0, []
+    for key, entry in header["arrays"].items():
+        start = entry["offset"]
+        size = np.dtype(entry["dtype"]).itemsize * int(np.prod(entry["shape"]))
+        data = body[start : start + size]
+        if key == name:
+            data = np.ascontiguousarray(array).tobytes()
+            entry = {"dtype": array.dtype.name, "shape": list(array.shape)}
+        arrays[key] = {**entry, "offset": offset}
+        offset += len(data)
+        parts.append(data)
+    header["arrays"] = arrays
+    saved_file.write_bytes(_join(header, b"".join(parts)))
 
 
 @pytest.mark.parametrize(
@@ -182,27 +319,119 @@ def test_a_file_without_an_activation_loads_with_silu(saved):
     [
         (lambda h: h.update(format="something-else"), "not a skflow model file"),
         (lambda h: h.update(estimator="os.system"), "unknown estimator 'os.system'"),
-        (lambda h: h["params"].update(sigma={"value": -1.0}), "damaged"),
+        (lambda h: h.update(estimator=["a", "list"]), "unknown estimator"),
+        (_set_param("sigma", -1.0), "damaged"),
+        (_set_param("rtol", -1), "'rtol' parameter"),
+        (_set_param("solver", "bogus"), "'solver' parameter"),
+        (_set_param("inference_batch_size", -5), "'inference_batch_size' parameter"),
         (lambda h: h["params"].update(colour={"value": 1}), "damaged"),
         (lambda h: h["fitted"]["mean_"].update(ndarray="missing"), "damaged"),
+        (lambda h: h["fitted"].update(mean_=5), "malformed entry"),
         (lambda h: h["fitted"].update(path_={"path": {"name": "x"}}), "damaged"),
+        (lambda h: h["fitted"].update(n_features_in_={"value": 4}), "damaged"),
+        (lambda h: h["fitted"].pop("scale_"), "missing \\['scale_'\\]"),
+        (lambda h: h["fitted"].update(spam_={"value": 1}), "unknown \\['spam_'\\]"),
     ],
-    ids=["format", "estimator", "bad-param", "unknown-param", "tensor", "path"],
+    ids=[
+        "format",
+        "estimator",
+        "estimator-list",
+        "sigma",
+        "rtol",
+        "solver",
+        "batch-size",
+        "unknown-param",
+        "tensor",
+        "malformed-entry",
+        "path",
+        "n-features",
+        "missing-attribute",
+        "unknown-attribute",
+    ],
 )
-def test_a_damaged_file_gets_a_clear_error(saved, change, message):
+def test_a_damaged_file_gets_one_clear_error_naming_it(saved, change, message):
     _, file = saved
     _rewrite_header(file, change)
+    with pytest.raises(ValueError, match=message) as error:
+        skflow.load(file)
+    assert "model.skflow" in str(error.value) or "estimator" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "name, array, message",
+    [
+        ("scale_", -np.ones(3), "scale_ must be positive"),
+        ("mean_", np.zeros(2), "mean_ must be 3 finite float64 values"),
+        ("mean_", np.full(3, np.nan), "mean_ must be 3 finite float64 values"),
+        ("integer_columns_", np.ones(3), "integer_columns_ must be 3 booleans"),
+        # dequantize=False: no column can be discrete.
+        ("integer_columns_", np.ones(3, bool), "dequantize=False"),
+        (
+            "vector_field_.mlp.0.weight",
+            np.full((16, 3 + 128 + 9), np.nan, np.float32),
+            "not all finite",
+        ),
+    ],
+    ids=["scale", "mean-shape", "mean-nan", "columns-dtype", "columns-flipped", "nan"],
+)
+def test_tampered_fitted_arrays_are_refused(tmp_path, name, array, message):
+    est = FlowMatchingDensity(**TINY, dequantize=False, random_state=0)
+    file = tmp_path / "model.skflow"
+    skflow.save(est.fit(blobs(n=100, d=3)), file)
+    _set_array(file, name, array)
     with pytest.raises(ValueError, match=message):
         skflow.load(file)
 
 
-def test_junk_and_missing_files(tmp_path):
-    junk = tmp_path / "junk.skflow"
-    junk.write_text("hello")
-    with pytest.raises(ValueError, match="not a skflow model file"):
-        skflow.load(junk)
+def test_deep_truncated_and_junk_files_get_a_value_error(saved, tmp_path):
+    _, file = saved
+    data = file.read_bytes()
+    cases = {
+        "truncated": data[: len(data) // 2],
+        "header-cut": data[:20],
+        "deep": b"\x93SKFLOW\n"
+        + struct.pack("<Q", 200_000)
+        + b"[" * 100_000
+        + b"]" * 100_000,
+        "junk": b"hello",
+        "not-json": b"\x93SKFLOW\n" + struct.pack("<Q", 3) + b"{{{",
+    }
+    for name, content in cases.items():
+        target = tmp_path / f"{name}.skflow"
+        target.write_bytes(content)
+        with pytest.raises(ValueError, match=f"{name}.skflow"):
+            skflow.load(target)
     with pytest.raises(FileNotFoundError):
         skflow.load(tmp_path / "missing.skflow")
+
+
+def test_a_named_pipe_is_refused_without_blocking(tmp_path):
+    pipe = tmp_path / "model.fifo"
+    os.mkfifo(pipe)
+    with pytest.raises(ValueError, match="is not a regular file"):
+        skflow.load(pipe)
+
+
+def test_an_interrupted_save_leaves_the_previous_file_intact(saved, monkeypatch):
+    est, file = saved
+    before = file.read_bytes()
+
+    def disk_full(descriptor):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        skflow.save(est, file)
+    assert file.read_bytes() == before
+    assert [path.name for path in file.parent.iterdir()] == ["model.skflow"]
+
+
+def test_a_saved_file_gets_the_permissions_of_any_new_file(saved):
+    _, file = saved
+    plain = file.parent / "plain"
+    with open(plain, "w"):
+        pass
+    assert stat.S_IMODE(file.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
 
 
 def test_a_model_saved_on_a_missing_gpu_loads_on_the_cpu(saved):
@@ -211,6 +440,5 @@ def test_a_model_saved_on_a_missing_gpu_loads_on_the_cpu(saved):
     with pytest.warns(UserWarning, match="not available here; it is loaded on the CPU"):
         loaded = skflow.load(file)
     assert loaded.device_ == torch.device("cpu")
-    assert_array_equal(
-        loaded.score_samples(blobs(100, 3)), est.score_samples(blobs(100, 3))
-    )
+    X = blobs(n=100, d=3)
+    assert_array_equal(loaded.score_samples(X), est.score_samples(X))

@@ -9,6 +9,7 @@ from numpy.testing import assert_array_equal
 
 import skflow._training
 from skflow import FlowMatchingDensity, FlowMatchingOutlierDetector
+from skflow._early_stopping import check_beats_base_density
 from skflow._nets import VectorField
 from skflow._paths import make_path
 from skflow._training import (
@@ -132,6 +133,50 @@ def test_diverging_training_raises_an_error_naming_the_fixes():
     message = str(error.value)
     assert "learning_rate (now 1e+08)" in message
     assert "dtype='float64'" in message
+
+
+def test_a_fit_that_diverges_without_overflowing_is_refused():
+    # In float64 nothing overflows at a learning rate of 1e12 on data of
+    # scale 1e6: every loss is finite, but the field is useless (0.3.2
+    # returned it silently). Its loss is far above the zero field's.
+    X = blobs(200) * 1e6
+    est = FlowMatchingDensity(**MODEL, random_state=0).fit(X)
+    scores = est.score_samples(X)
+    est.set_params(learning_rate=1e12, max_iter=200, dtype="float64")
+    with pytest.raises(FloatingPointError, match="far above the zero field's"):
+        est.fit(X)
+    assert_array_equal(est.score_samples(X), scores)  # the previous model
+
+
+@pytest.mark.parametrize("configuration", ["5 steps", "60 steps", "float64 rk4"])
+def test_short_fits_of_test_configurations_pass_the_divergence_checks(configuration):
+    # An untrained network sits just above the zero field's loss, a trained
+    # one below; held-out scores of Gaussian data, where the base density
+    # is nearly the truth, sit just below the base's (measured in
+    # benchmarks/results/divergence_checks.md).
+    params = {
+        "5 steps": {**TINY, "max_iter": 5},
+        "60 steps": MODEL,
+        "float64 rk4": {**MODEL, "dtype": "float64", "solver": "rk4", "n_steps": 4},
+    }[configuration]
+    for seed in range(3):
+        est = FlowMatchingDensity(**params, validation_fraction=0.3, random_state=seed)
+        est.fit(np.random.RandomState(seed).normal(size=(60, 3)))
+
+
+def test_a_held_out_score_far_below_the_base_densitys_is_refused():
+    class Scores:  # a held-out score whose base density scores -4 per row
+        z = torch.zeros(10, 2)
+
+        def base_score(self):
+            return -4.0
+
+    diverged = skflow._training.diverged_message
+    # The margin is 5 + d = 7 nats: -10.9 passes, -11.1 does not.
+    check_beats_base_density([-30.0, -10.9], Scores(), lambda w: diverged(w, 0.1))
+    with pytest.raises(FloatingPointError, match="far below the base density's"):
+        check_beats_base_density([-30.0, -11.1], Scores(), lambda w: diverged(w, 0.1))
+    check_beats_base_density([], Scores(), lambda w: diverged(w, 0.1))  # no checks
 
 
 def test_a_failed_refit_keeps_the_previous_model():
