@@ -17,10 +17,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._device import draw_seed, make_generator
 from ._ode import log_likelihood
 from ._paths import ProbabilityPath
 
-__all__ = ["BestWeights", "HeldOutScore", "check_beats_base_density", "held_out_rows"]
+__all__ = [
+    "BestWeights",
+    "HeldOutScore",
+    "check_beats_base_density",
+    "hold_out",
+    "held_out_rows",
+]
 
 # A kept field whose held-out log-likelihood (per row, standardized units)
 # falls more than BASE_MARGIN + BASE_MARGIN_PER_FEATURE * d nats below the
@@ -51,6 +58,36 @@ def held_out_rows(
     if held_out <= 0 or held_out >= sample_weight.sum():
         return None
     return rows
+
+
+def hold_out(
+    data: torch.Tensor,
+    weights: torch.Tensor,
+    sample_weight: np.ndarray,
+    path: ProbabilityPath,
+    dequantize: torch.Tensor | None,
+    rng: np.random.RandomState,
+    *,
+    fraction: float,
+    recipe,
+) -> HeldOutScore | None:
+    """Hold rows out of training, and return their score (None if no row
+    can be held out): their training ``weights`` are set to 0, so the
+    minibatch sampler never draws them."""
+    rows = held_out_rows(sample_weight, fraction, recipe.validation_max_rows, rng)
+    if rows is None:
+        return None
+    score = HeldOutScore(
+        data[torch.as_tensor(rows, device=data.device)].to(weights.device),
+        weights[rows],
+        path,
+        dequantize,
+        make_generator(draw_seed(rng), weights.device),
+        n_steps=recipe.validation_steps,
+        exact_up_to=recipe.validation_exact_up_to,
+    )
+    weights[rows] = 0
+    return score
 
 
 class HeldOutScore:

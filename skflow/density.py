@@ -25,7 +25,7 @@ from ._device import (
     to_tensor,
     training_data_device,
 )
-from ._early_stopping import HeldOutScore, check_beats_base_density, held_out_rows
+from ._early_stopping import check_beats_base_density, hold_out
 from ._inference import log_densities, rows_per_chunk, samples
 from ._nets import VectorField
 from ._ode import DIVERGENCES, SOLVERS, check_solver
@@ -65,12 +65,8 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
     A neural vector field v(t, z) is trained by flow matching (Lipman et al.,
     2023; Tong et al., 2024) to carry Gaussian noise at t = 0 to the
     standardized data at t = 1. Its log density is exact up to the ODE
-    solver's tolerance, by the instantaneous change of variables: torchdiffeq
-    solves each point's trajectory from the data back to the noise, and the
-    exact divergence of the field, computed in closed form, is integrated
-    along it by adaptive Gauss-Kronrod quadrature (with a fixed-step solver,
-    the augmented ODE is integrated instead). Samples are drawn by
-    integrating noise forwards.
+    solver's tolerance, by the instantaneous change of variables with the
+    exact divergence of the field; samples integrate noise forwards.
 
     The data are standardized internally, ``z = (X - mean_) / scale_``, and
     every log density is returned in the caller's units: the Jacobian of the
@@ -81,28 +77,20 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
     path : {"fm", "icfm", "ot-cfm", "vp"}, default="fm"
         The probability path joining noise and data:
 
-        - ``"fm"``: Lipman et al.'s optimal-transport path; ``sigma`` is the
-          width sigma_min of each conditional path at the data end.
-        - ``"icfm"``: straight lines between independent noise and data
-          points, blurred by Gaussian noise of standard deviation ``sigma``.
-        - ``"ot-cfm"``: as ``"icfm"``, with noise and data re-paired inside
-          each minibatch, in blocks of 128 rows, by exact optimal transport
-          (straighter paths; slower training steps).
-        - ``"vp"``: the trigonometric variance-preserving path, blurred by
-          ``sigma`` like ``"icfm"``.
-
-        The likelihood uses the path's own t = 0 marginal as base density:
-        N(0, I) for ``"fm"``, N(0, (1 + sigma^2) I) for the others.
+        ``"fm"``: Lipman et al.'s optimal-transport path, ``sigma`` its width
+        at the data end; ``"icfm"``: straight lines between independent noise
+        and data, blurred by noise of standard deviation ``sigma``;
+        ``"ot-cfm"``: the same, paired by minibatch optimal transport;
+        ``"vp"``: the trigonometric variance-preserving path. The likelihood
+        uses the path's own t = 0 marginal as base density.
 
     sigma : float, default=0.01
         The path's noise level, in standardized units (see ``path``). It
         acts as a smoothing bandwidth: larger values give smoother densities.
 
     hidden_layer_sizes : array-like of int, default=(256, 256, 256, 256)
-        Widths of the hidden layers of the vector field's MLP. Each hidden
-        layer adds about d times its width squared to the cost of an exact
-        divergence: narrower or shallower networks score faster in high
-        dimensions but fit sharp densities less well.
+        Widths of the hidden layers of the vector field's MLP. Narrower or
+        shallower networks score faster but fit sharp densities less well.
 
     max_iter : int or "auto", default="auto"
         Largest number of optimizer steps (minibatches) of training; early
@@ -119,12 +107,10 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         first 5% of the steps and then decayed to zero along a cosine.
 
     validation_fraction : float, default=0.1
-        Fraction of the rows (at most 512 of them) held out of training
-        to choose the weights by their log-likelihood: the averaged weights
-        are scored 25 times during training (every 80 steps and at the last
-        one in fits shorter than 2,000 steps) by a cheap fixed-step solve,
-        and the best ones are kept. 0 trains on every row and keeps the
-        last weights.
+        Fraction of the rows (at most 512) held out to choose the weights by
+        their log-likelihood, checked 25 times during training (every 80
+        steps in shorter fits); the best weights are kept. 0 trains on
+        every row and keeps the last weights.
 
     n_iter_no_change : int or None, default=10
         Stop training when that many validation scores in a row have not
@@ -142,14 +128,13 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
 
     solver : {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", \
             "euler", "midpoint", "heun3", "rk4"}, default="dopri5"
-        torchdiffeq method used by :meth:`score_samples` and :meth:`sample`.
-        The first five choose their own steps from ``rtol`` and ``atol``; the
-        others take ``n_steps`` equal steps.
+        torchdiffeq method of :meth:`score_samples` and :meth:`sample`: the
+        first five choose their steps from ``rtol`` and ``atol``, the others
+        take ``n_steps`` equal steps.
 
     n_steps : int, default=None
-        Number of steps of a fixed-step solver. Required by the fixed-step
-        solvers (they would otherwise take a single step), ignored by the
-        adaptive ones.
+        Number of steps of a fixed-step solver (required by them, ignored by
+        the adaptive ones).
 
     rtol : float, default=1e-6
         Relative tolerance of an adaptive solver.
@@ -160,28 +145,21 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         solve in the user guide (``python -m benchmarks.likelihood_engine``).
 
     divergence : {"exact", "hutchinson"}, default="exact"
-        How the divergence of the field is computed in the likelihood:
-        exactly (in closed form, at the cost of about d + 1 passes of the
-        network per evaluation), or by Hutchinson's unbiased estimator with
-        ``n_probes`` Rademacher probes, fixed for the whole solve.
-        Hutchinson's estimate is cheaper in high dimension but noisy: each
-        log density carries a random error.
+        The divergence in the likelihood: exact (about d + 1 passes of the
+        network), or Hutchinson's unbiased estimate with ``n_probes`` seeded
+        Rademacher probes, cheaper in high dimension but noisy.
 
     n_probes : int, default=1
         Number of Hutchinson probes; ignored when ``divergence="exact"``.
 
     inference_batch_size : int or "auto", default="auto"
-        Number of rows solved together by :meth:`score_samples` and
-        :meth:`sample`; memory is bounded by one chunk's ODE state, however
-        many rows are scored. ``"auto"`` bounds the largest tensor of a
-        chunk (rows x directions x widest layer) to 2^20 numbers on the CPU,
-        to stay in cache, and to 2^25 on accelerators.
+        Rows solved together by :meth:`score_samples` and :meth:`sample`,
+        which bounds their memory. ``"auto"`` bounds a chunk's largest tensor
+        to 2^20 numbers on the CPU (in cache) and 2^25 on accelerators.
 
     device : str or torch.device, default="auto"
-        Where the network is trained and evaluated: ``"auto"`` picks CUDA,
-        then MPS, then the CPU; or any torch device name (``"cpu"``,
-        ``"cuda"``, ``"cuda:1"``, ``"mps"``). The resolved device is stored
-        in ``device_``.
+        Where the network runs: ``"auto"`` picks CUDA, then MPS, then the
+        CPU; or a torch device name (``"cuda:1"``). Resolved in ``device_``.
 
     dtype : {"float32", "float64"}, default="float32"
         Floating-point precision of the network and of the ODE solves.
@@ -193,11 +171,9 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         fits and scores (bitwise-identical on the CPU).
 
     verbose : int, default=0
-        Progress reports: 1 shows a progress bar with the training loss
-        during :meth:`fit`, and one over the chunks of :meth:`score_samples`
-        and :meth:`sample` when there are several; 2 prints a line with the
-        loss about ten times during :meth:`fit` instead of its bar; 0 is
-        silent. Bars go to standard error, lines to standard output.
+        1: progress bars (standard error) for :meth:`fit`, with its loss,
+        and over the chunks of scoring and sampling; 2: a line with the
+        loss about ten times during :meth:`fit` instead; 0: silence.
 
     Attributes
     ----------
@@ -597,31 +573,20 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         return log_density + log_jacobian(self.scale_)
 
     def _held_out_score(self, data, weights, sample_weight, path, dequantize, rng):
-        """The early-stopping score of the held-out rows, or None.
-
-        The held-out rows' training weights are set to 0.
-        """
+        """The early-stopping score of held-out rows, or None (a study may
+        override this); the held-out rows' training weights are set to 0."""
         if self.n_iter_no_change is None:
             return None
-        rows = held_out_rows(
+        return hold_out(
+            data,
+            weights,
             sample_weight,
-            self.validation_fraction,
-            self._recipe.validation_max_rows,
-            rng,
-        )
-        if rows is None:
-            return None
-        score = HeldOutScore(
-            data[torch.as_tensor(rows, device=data.device)].to(weights.device),
-            weights[rows],
             path,
             dequantize,
-            make_generator(draw_seed(rng), weights.device),
-            n_steps=self._recipe.validation_steps,
-            exact_up_to=self._recipe.validation_exact_up_to,
+            rng,
+            fraction=self.validation_fraction,
+            recipe=self._recipe,
         )
-        weights[rows] = 0
-        return score
 
     def _build_field(self, n_features, hidden_layer_sizes, seed) -> VectorField:
         """A new network, on the CPU in float32 (a study may override this).

@@ -2,44 +2,30 @@
 
 ``pickle`` and ``joblib`` run whatever code a file names when it is loaded,
 so a model file from an untrusted source is a program. :func:`save` writes
-plain data only, and :func:`load` reads it without any unpickler:
-
-- 8 bytes of magic, ``b"\\x93SKFLOW\\n"``;
-- the length of the header, an unsigned 64-bit little-endian integer;
-- the header, UTF-8 JSON: format version, skflow version, class name,
-  parameters, fitted attributes, and the dtype, shape and offset of every
-  array;
-- the arrays' bytes, little-endian and C-ordered, back to back.
-
-Every array is in the file, so what :func:`load` allocates is bounded by the
-file's size; the header's shapes are checked against the arrays, and the
+plain data only: a JSON header (format version, skflow version, class name,
+parameters, fitted attributes) and raw arrays (``skflow._file_format`` holds
+the layout). :func:`load` reads them without any unpickler and checks the
+header before anything is built: the arrays against the file's size, the
 network's architecture against its weights (on torch's ``meta`` device,
-which allocates nothing), before anything is built. The estimator is
-rebuilt from a fixed list of classes; no name in the file is imported or
-called. Files of formats 1 and 2 (skflow 0.1 to 0.3) were torch zip files:
-they are still read, with ``torch.load(weights_only=True)``, only on a torch
-without known advisories for that unpickler, and only after their records
-are checked (stored, not compressed, and small).
+which allocates nothing), the parameters against the estimator's own
+validation and every fitted attribute against what a fit makes. The
+estimator is rebuilt from a fixed list of classes; no name in the file is
+imported or called.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
-import pickle
-import stat
-import struct
 import warnings
-import zipfile
 from typing import IO
 
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from ._files import write_atomically
+from ._file_format import parse, read_bytes, write
 from ._nets import VectorField
 from ._paths import PATHS, ProbabilityPath, make_path
 from ._version import __version__
@@ -49,7 +35,6 @@ from .outlier import FlowMatchingOutlierDetector
 __all__ = ["FORMAT_VERSION", "load", "save"]
 
 _FORMAT = "skflow-model"
-_MAGIC = b"\x93SKFLOW\n"
 # Bump when a file written by this version could not be read by the last.
 # 2 (skflow 0.2.0): random Fourier features in the vector field.
 # 3 (skflow 0.4.0): a JSON header and raw arrays instead of a torch zip file.
@@ -60,15 +45,9 @@ _ESTIMATORS = {
 }
 # Fitted state that is private but needed to score as before.
 _PRIVATE_FITTED = ("_probe_seed",)
-_DTYPES = {"float32", "float64", "int64", "bool"}
 # Limits on what a header may claim, far above any real model.
-_MAX_HEADER_BYTES = 2**20
 _MAX_WIDTH = 2**16
 _MAX_LAYERS = 64
-# Torch's weights-only unpickler had advisories before 2.10 (CVE-2025-32434,
-# CVE-2026-24747): files of formats 1 and 2 are read only from there on.
-_SAFE_UNPICKLER_TORCH = (2, 10)
-_MAX_LEGACY_PICKLE_BYTES = 2**20
 
 PathLike = str | os.PathLike | IO[bytes]
 
@@ -133,7 +112,7 @@ def save(estimator: FlowMatchingDensity, file: PathLike) -> None:
             or name in _PRIVATE_FITTED
         },
     }
-    _write(header, arrays, file)
+    write(header, arrays, file)
 
 
 def load(file: PathLike) -> FlowMatchingDensity:
@@ -161,167 +140,8 @@ def load(file: PathLike) -> FlowMatchingDensity:
         built before its header has been checked.
     """
     name = _name(file)
-    data = _read_bytes(file, name)
-    if data.startswith(_MAGIC):
-        header, arrays = _parse(data, name)
-    elif data.startswith(b"PK\x03\x04"):
-        header, arrays = _parse_legacy(data, name)
-    else:
-        raise ValueError(
-            f"Refused to load {name}: it is not a skflow model file. A pickle "
-            "or joblib file can run code when loaded, so load those with "
-            "joblib only when you trust their source."
-        )
+    header, arrays = parse(read_bytes(file, name), name)
     return _rebuild(header, arrays, name)
-
-
-def _write(header: dict, arrays: dict[str, np.ndarray], file: PathLike) -> None:
-    offset, layout = 0, {}
-    for key, array in arrays.items():
-        if array.dtype.name not in _DTYPES:
-            raise TypeError(f"Cannot save array {key!r} of dtype {array.dtype}.")
-        layout[key] = {
-            "dtype": array.dtype.name,
-            "shape": list(array.shape),
-            "offset": offset,
-        }
-        offset += array.nbytes
-    text = json.dumps({**header, "arrays": layout}).encode("utf-8")
-    parts = [_MAGIC, struct.pack("<Q", len(text)), text]
-    parts += [
-        array.astype(array.dtype.newbyteorder("<")).tobytes()
-        for array in arrays.values()
-    ]
-    if isinstance(file, str | os.PathLike):
-        write_atomically(file, lambda out: out.writelines(parts))
-    else:
-        file.write(b"".join(parts))
-
-
-def _read_bytes(file: PathLike, name: str) -> bytes:
-    if not isinstance(file, str | os.PathLike):
-        return file.read()
-    mode = os.stat(file).st_mode  # FileNotFoundError, PermissionError as they are
-    if not stat.S_ISREG(mode):
-        raise ValueError(
-            f"{name} is not a regular file (a pipe, a device or a folder)."
-        )
-    with open(file, "rb") as handle:
-        return handle.read()
-
-
-def _parse(data: bytes, name: str) -> tuple[dict, dict[str, np.ndarray]]:
-    """The header and arrays of a format-3 file, checked before any copy."""
-    if len(data) < len(_MAGIC) + 8:
-        raise ValueError(f"{name} is truncated: it ends inside its header.")
-    (length,) = struct.unpack("<Q", data[len(_MAGIC) : len(_MAGIC) + 8])
-    start = len(_MAGIC) + 8
-    if length > _MAX_HEADER_BYTES or start + length > len(data):
-        raise ValueError(
-            f"{name} is damaged or truncated: its header claims {length} bytes."
-        )
-    header = _json(data[start : start + length], name)
-    layout = header.get("arrays")
-    if not isinstance(layout, dict):
-        raise ValueError(f"{name} is not a skflow model file (no array table).")
-    body = memoryview(data)[start + length :]
-    arrays, expected_offset = {}, 0
-    for key, entry in layout.items():
-        dtype, shape = _check_array_entry(key, entry, expected_offset, name)
-        size = math.prod(shape) * dtype.itemsize
-        if expected_offset + size > len(body):
-            raise ValueError(
-                f"{name} is truncated: array {key!r} needs bytes past its end."
-            )
-        chunk = body[expected_offset : expected_offset + size]
-        arrays[key] = (
-            np.frombuffer(chunk, dtype=dtype)
-            .reshape(shape)
-            .astype(dtype.newbyteorder("="))
-        )
-        expected_offset += size
-    if expected_offset != len(body):
-        raise ValueError(f"{name} is damaged: it holds bytes no array claims.")
-    return header, arrays
-
-
-def _check_array_entry(key, entry, offset, name) -> tuple[np.dtype, list[int]]:
-    if not (
-        isinstance(entry, dict)
-        and entry.get("dtype") in _DTYPES
-        and isinstance(entry.get("shape"), list)
-        and all(type(n) is int and n >= 0 for n in entry["shape"])
-        and entry.get("offset") == offset
-    ):
-        raise ValueError(f"{name} is damaged: bad entry for array {key!r}.")
-    return np.dtype(entry["dtype"]).newbyteorder("<"), entry["shape"]
-
-
-def _json(text: bytes, name: str) -> dict:
-    try:
-        header = json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        kind = "too deeply nested" if isinstance(exc, RecursionError) else exc
-        raise ValueError(f"{name} has a damaged header: {kind}.") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{name} is not a skflow model file.")
-    return header
-
-
-def _parse_legacy(data: bytes, name: str) -> tuple[dict, dict[str, np.ndarray]]:
-    """The header and arrays of a format-1 or -2 file (a torch zip file)."""
-    torch_version = tuple(int(part) for part in torch.__version__.split(".")[:2])
-    if torch_version < _SAFE_UNPICKLER_TORCH:
-        raise ValueError(
-            f"{name} is a model file of skflow 0.3 or earlier, which can only be "
-            "read through torch's weights-only unpickler; torch "
-            f"{torch.__version__} has known advisories there, so it is not "
-            "read. Load it with torch >= 2.10, and skflow.save it again to "
-            "get a file that needs no unpickler."
-        )
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            records = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ValueError(f"{name} is not a skflow model file ({exc}).") from None
-    for record in records:
-        if record.compress_type != zipfile.ZIP_STORED or record.file_size > len(data):
-            raise ValueError(
-                f"Refused to load {name}: record {record.filename!r} is "
-                "compressed, which skflow never writes."
-            )
-        if (
-            record.filename.endswith(".pkl")
-            and record.file_size > _MAX_LEGACY_PICKLE_BYTES
-        ):
-            raise ValueError(f"Refused to load {name}: its pickle record is too large.")
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            contents = torch.load(
-                io.BytesIO(data), map_location="cpu", weights_only=True
-            )
-    except pickle.UnpicklingError:
-        raise ValueError(
-            f"Refused to load {name}: it is not a skflow model file. It holds "
-            "more than tensors and plain data; a pickle or joblib file can run "
-            "code when loaded, so load those with joblib only when you trust "
-            "their source."
-        ) from None
-    except Exception as exc:  # torch's many ways of failing on other bytes
-        raise ValueError(
-            f"{name} is not a skflow model file ({exc.__class__.__name__}: {exc})."
-        ) from None
-    if not (
-        isinstance(contents, dict)
-        and isinstance(contents.get("header"), str)
-        and isinstance(contents.get("tensors"), dict)
-        and all(isinstance(t, torch.Tensor) for t in contents["tensors"].values())
-    ):
-        raise ValueError(f"{name} is not a skflow model file.")
-    header = _json(contents["header"].encode("utf-8"), name)
-    arrays = {key: tensor.numpy() for key, tensor in contents["tensors"].items()}
-    return header, arrays
 
 
 def _rebuild(header: dict, arrays: dict[str, np.ndarray], name: str):
