@@ -53,7 +53,7 @@ def parse(data: bytes, name: str) -> tuple[dict, dict[str, np.ndarray]]:
     if data.startswith(b"PK\x03\x04"):
         return _parse_legacy(data, name)
     raise ValueError(
-        f"Refused to load {name}: it is not a skflow model file. A pickle "
+        f"Refused to load {_lower(name)}: it is not a skflow model file. A pickle "
         "or joblib file can run code when loaded, so load those with "
         "joblib only when you trust their source."
     )
@@ -173,14 +173,16 @@ def _parse_legacy(data: bytes, name: str) -> tuple[dict, dict[str, np.ndarray]]:
     for record in records:
         if record.compress_type != zipfile.ZIP_STORED or record.file_size > len(data):
             raise ValueError(
-                f"Refused to load {name}: record {record.filename!r} is "
+                f"Refused to load {_lower(name)}: record {record.filename!r} is "
                 "compressed, which skflow never writes."
             )
         if (
             record.filename.endswith(".pkl")
             and record.file_size > _MAX_LEGACY_PICKLE_BYTES
         ):
-            raise ValueError(f"Refused to load {name}: its pickle record is too large.")
+            raise ValueError(
+                f"Refused to load {_lower(name)}: its pickle record is too large."
+            )
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -189,7 +191,7 @@ def _parse_legacy(data: bytes, name: str) -> tuple[dict, dict[str, np.ndarray]]:
             )
     except pickle.UnpicklingError:
         raise ValueError(
-            f"Refused to load {name}: it is not a skflow model file. It holds "
+            f"Refused to load {_lower(name)}: it is not a skflow model file. It holds "
             "more than tensors and plain data; a pickle or joblib file can run "
             "code when loaded, so load those with joblib only when you trust "
             "their source."
@@ -208,3 +210,8 @@ def _parse_legacy(data: bytes, name: str) -> tuple[dict, dict[str, np.ndarray]]:
     header = _json(contents["header"].encode("utf-8"), name)
     arrays = {key: tensor.numpy() for key, tensor in contents["tensors"].items()}
     return header, arrays
+
+
+def _lower(name: str) -> str:
+    """``name`` inside a sentence: "the file", or a quoted path as it is."""
+    return name[:1].lower() + name[1:]
