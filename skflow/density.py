@@ -263,6 +263,8 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
     # Every training constant that is not a parameter. Studies subclass the
     # estimator with another Recipe (see skflow/_recipe.py).
     _recipe: ClassVar[Recipe] = Recipe()
+    # The network class; a study of other architectures subclasses this too.
+    _network: ClassVar[type[VectorField]] = VectorField
 
     _parameter_constraints: ClassVar[dict] = {
         "path": [StrOptions(set(PATHS))],
@@ -589,7 +591,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         )
 
     def _build_field(self, n_features, hidden_layer_sizes, seed) -> VectorField:
-        """A new network, on the CPU in float32 (a study may override this).
+        """A new ``_network``, on the CPU in float32.
 
         Initial weights come from a forked global RNG on the CPU, so the
         same seed gives the same network on every device.
@@ -597,7 +599,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         recipe = self._recipe
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return VectorField(
+            return self._network(
                 n_features,
                 hidden_layer_sizes,
                 recipe.n_time_frequencies,

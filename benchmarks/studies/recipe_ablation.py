@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from typing import ClassVar
 
 import numpy as np
-import torch
 from torch import nn
 
 from benchmarks._common import (
@@ -71,26 +69,6 @@ class _ResidualField(_AutogradField):
         for linear in hidden:
             h = h + nn.functional.silu(linear(h))
         return last(h)
-
-
-class _OtherNetwork(FlowMatchingDensity):
-    """The estimator, training ``network`` instead of VectorField; its
-    initial weights come from a forked RNG seeded as skflow's own do."""
-
-    network: ClassVar[type[VectorField]]
-
-    def _build_field(self, n_features, hidden_layer_sizes, seed):
-        recipe = self._recipe
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.network(
-                n_features,
-                hidden_layer_sizes,
-                recipe.n_time_frequencies,
-                n_fourier_features=recipe.n_fourier_features,
-                fourier_scale=recipe.fourier_scale(n_features),
-                activation=recipe.activation,
-            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +139,8 @@ def estimator(variant: Variant, seed: int) -> FlowMatchingDensity:
     """The base estimator with the variant's changes, unfitted."""
     base = FlowMatchingDensity
     if variant.network is not None:
-        base = type(base.__name__, (_OtherNetwork,), {"network": variant.network})
+        # Initial weights come from the estimator's own forked, seeded RNG.
+        base = type(base.__name__, (base,), {"_network": variant.network})
     params = BASE.params | variant.params
     return with_recipe(_recipe(variant), base)(random_state=seed, **params)
 
