@@ -200,32 +200,58 @@ def _check_header(header: dict, name: str) -> None:
         raise ValueError(f"{name} is not a skflow model file (no parameters).")
 
 
+_FITTED = {
+    "n_features_in_",
+    "mean_",
+    "scale_",
+    "vector_field_",
+    "path_",
+    "device_",
+    "_probe_seed",
+}
+# Older files may lack some of these; a fit makes them all.
+_OPTIONAL_FITTED = {
+    "feature_names_in_",
+    "integer_columns_",
+    "n_iter_",
+    "loss_curve_",
+    "validation_scores_",
+}
+
+
 def _check_fitted(estimator: FlowMatchingDensity, fitted: dict) -> None:
     """Every fitted attribute a fit makes, of the right type, shape and range."""
-    expected = {
-        "n_features_in_",
-        "mean_",
-        "scale_",
-        "vector_field_",
-        "path_",
-        "device_",
-        "_probe_seed",
-    }
-    # Older files may lack some of these; a fit makes them all.
-    optional = {
-        "feature_names_in_",
-        "integer_columns_",
-        "n_iter_",
-        "loss_curve_",
-        "validation_scores_",
-    }
+    expected = set(_FITTED)
     if isinstance(estimator, FlowMatchingOutlierDetector):
         expected.add("offset_")
-    missing, unknown = expected - set(fitted), set(fitted) - expected - optional
+    missing = expected - set(fitted)
+    unknown = set(fitted) - expected - _OPTIONAL_FITTED
     if missing or unknown:
         raise ValueError(
             f"fitted attributes missing {sorted(missing)} or unknown {sorted(unknown)}"
         )
+    _check_fitted_arrays(estimator, fitted)
+    _require(isinstance(fitted["path_"], ProbabilityPath), "path_ is not a path")
+    _require(isinstance(fitted["device_"], torch.device), "device_ is not a device")
+    n_iter = fitted.get("n_iter_", 0)
+    _require(type(n_iter) is int and n_iter >= 0, "n_iter_ must be an int >= 0")
+    for key in ("loss_curve_", "validation_scores_"):
+        _require(
+            isinstance(fitted.get(key, []), list)
+            and all(isinstance(x, int | float) for x in fitted.get(key, [])),
+            f"{key} must be a list of numbers",
+        )
+    seed = fitted["_probe_seed"]
+    _require(type(seed) is int and 0 <= seed < 2**32, "bad _probe_seed")
+    if "offset_" in fitted:
+        offset = fitted["offset_"]
+        _require(
+            isinstance(offset, int | float) and math.isfinite(offset), "bad offset_"
+        )
+
+
+def _check_fitted_arrays(estimator: FlowMatchingDensity, fitted: dict) -> None:
+    """The per-feature arrays and the network agree with n_features_in_."""
     d = fitted["n_features_in_"]
     _require(type(d) is int and d >= 1, "n_features_in_ must be a positive int")
     for key in ("mean_", "scale_"):
@@ -254,23 +280,6 @@ def _check_fitted(estimator: FlowMatchingDensity, fitted: dict) -> None:
         names is None or names.shape == (d,), f"feature_names_in_ must hold {d} names"
     )
     _require(fitted["vector_field_"].n_features == d, "the network has the wrong width")
-    _require(isinstance(fitted["path_"], ProbabilityPath), "path_ is not a path")
-    _require(isinstance(fitted["device_"], torch.device), "device_ is not a device")
-    n_iter = fitted.get("n_iter_", 0)
-    _require(type(n_iter) is int and n_iter >= 0, "n_iter_ must be an int >= 0")
-    for key in ("loss_curve_", "validation_scores_"):
-        _require(
-            isinstance(fitted.get(key, []), list)
-            and all(isinstance(x, int | float) for x in fitted.get(key, [])),
-            f"{key} must be a list of numbers",
-        )
-    seed = fitted["_probe_seed"]
-    _require(type(seed) is int and 0 <= seed < 2**32, "bad _probe_seed")
-    if "offset_" in fitted:
-        offset = fitted["offset_"]
-        _require(
-            isinstance(offset, int | float) and math.isfinite(offset), "bad offset_"
-        )
 
 
 def _require(condition: bool, message: str) -> None:
