@@ -142,6 +142,14 @@ def score_chunk(
         log_density[part] = to_numpy(part_log_density)
         stats.append(part_stats)
         n_fallbacks += fell_back
+    # The rowwise solver gives up on rows one by one (NaN): only they fall back.
+    gave_up = torch.from_numpy(np.flatnonzero(np.isnan(log_density)))
+    if len(gave_up):
+        fallback = {**solver, "solver": "rk4", "n_steps": FALLBACK_STEPS}
+        redone, redone_stats = solve(gave_up.to(z.device), **fallback)
+        log_density[gave_up.numpy()] = to_numpy(redone)
+        stats.append(redone_stats)
+        n_fallbacks += len(gave_up)
     return log_density, stats, n_fallbacks
 
 
@@ -162,17 +170,37 @@ class SolverStats:
     n_chunks : int
         The number of solves (a chunk whose adaptive solve failed counts
         once per part it was split into).
+    n_rows : int
+        Rows solved (a row solved again after a failure counts again).
+    n_row_evaluations : int
+        Evaluations summed over the rows each covered: divided by
+        ``n_rows``, the evaluations a row cost (``evaluations_per_row``).
+    n_row_divergence_evaluations : int
+        Those of them with the divergence, summed the same way.
     """
 
     n_evaluations: int = 0
     n_divergence_evaluations: int = 0
     max_evaluations_per_chunk: int = 0
     n_chunks: int = 0
+    n_rows: int = 0
+    n_row_evaluations: int = 0
+    n_row_divergence_evaluations: int = 0
+
+    @property
+    def evaluations_per_row(self) -> float:
+        """The mean evaluations of the field per row solved (nan if none)."""
+        return self.n_row_evaluations / self.n_rows if self.n_rows else float("nan")
 
     def add(self, solves: list[SolveStats]) -> None:
         self.n_evaluations += sum(solve.n_evaluations for solve in solves)
         self.n_divergence_evaluations += sum(
             solve.n_divergence_evaluations for solve in solves
+        )
+        self.n_rows += sum(solve.n_rows for solve in solves)
+        self.n_row_evaluations += sum(solve.n_row_evaluations for solve in solves)
+        self.n_row_divergence_evaluations += sum(
+            solve.n_row_divergence_evaluations for solve in solves
         )
         self.max_evaluations_per_chunk = max(
             [self.max_evaluations_per_chunk] + [solve.n_evaluations for solve in solves]

@@ -16,6 +16,11 @@ along the trajectory x(t) through x1. Two ways to compute it:
   as accurate as the augmented solve's, and the divergence is evaluated at
   the quadrature's nodes only, far fewer than the solver's stages (the
   counts are in docs/user_guide.md, "How scores are computed").
+
+Both run on torchdiffeq, whose steps are shared by the rows of a solve. The
+solver ``"dopri5-rowwise"`` (:mod:`skflow._rowwise`) integrates the
+augmented state with a step size of its own for every row, controlled by the
+error of that row's log density and state: rows are solved independently.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from dataclasses import dataclass
 import torch
 from torchdiffeq import odeint
 
-from ._quadrature import integrate_panels
+from ._quadrature import integrate_panels, integrate_panels_per_row
+from ._rowwise import solve_each_row
 
 __all__ = [
     "ADAPTIVE_SOLVERS",
     "FIXED_STEP_SOLVERS",
+    "ROWWISE_SOLVERS",
     "SOLVERS",
     "DIVERGENCES",
     "LIKELIHOOD_METHODS",
@@ -51,7 +58,8 @@ ADAPTIVE_SOLVERS = frozenset(
     {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
 )
 FIXED_STEP_SOLVERS = frozenset({"euler", "midpoint", "heun3", "rk4"})
-SOLVERS = ADAPTIVE_SOLVERS | FIXED_STEP_SOLVERS
+ROWWISE_SOLVERS = frozenset({"dopri5-rowwise"})
+SOLVERS = ADAPTIVE_SOLVERS | FIXED_STEP_SOLVERS | ROWWISE_SOLVERS
 DIVERGENCES = frozenset({"exact", "hutchinson"})
 LIKELIHOOD_METHODS = frozenset({"auto", "augmented", "quadrature"})
 
@@ -115,10 +123,22 @@ class SolveStats:
     n_divergence_evaluations : int
         Those of them that computed the divergence too (the costly kind: an
         exact divergence costs about d + 1 plain evaluations).
+    n_rows : int
+        Rows solved.
+    n_row_evaluations : int
+        Evaluations summed over the rows each covered: ``n_evaluations *
+        n_rows`` when the rows share their steps, less when each row takes
+        its own (``"dopri5-rowwise"``, whose rows leave the batch as they
+        finish).
+    n_row_divergence_evaluations : int
+        Those of them with the divergence, summed the same way.
     """
 
     n_evaluations: int
     n_divergence_evaluations: int = 0
+    n_rows: int = 0
+    n_row_evaluations: int = 0
+    n_row_divergence_evaluations: int = 0
 
 
 class _CountingField:
@@ -170,10 +190,13 @@ def integrate(
     adaptive solve raises :class:`SolveFailedError` after
     ``max_evaluations`` evaluations of the field.
     """
+    if solver in ROWWISE_SOLVERS:
+        return _integrate_rowwise(field, x0, rtol, atol, max_evaluations)
     kwargs = _odeint_kwargs(solver, n_steps, rtol, atol)
     counting = _CountingField(field, _budget(solver, max_evaluations))
     x1 = _odeint(counting, x0, _times(0.0, 1.0, x0), **kwargs)[-1]
-    return x1, SolveStats(counting.n_evaluations)
+    n = x0.shape[0]
+    return x1, SolveStats(counting.n_evaluations, 0, n, counting.n_evaluations * n)
 
 
 def exact_divergence(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -203,20 +226,24 @@ def hutchinson_divergence(
 
 
 def _velocity_and_divergence(field: Field, probes: torch.Tensor | None) -> Callable:
-    """``(t, x) -> (v, div v)``: the field's closed form if it has one."""
+    """``(t, x[, probes]) -> (v, div v)``: the field's closed form if it has
+    one. ``probes`` replaces the solve's (the rowwise solver passes those of
+    the rows it steps)."""
     closed_form = getattr(field, "velocity_and_divergence", None)
     if closed_form is not None:
         workspace = {}  # scratch buffers shared by the evaluations of a solve
-        return lambda t, x: closed_form(t, x, probes, workspace)
+        return lambda t, x, some_probes=probes: closed_form(
+            t, x, some_probes, workspace
+        )
 
-    def by_autograd(t, x):
+    def by_autograd(t, x, some_probes=probes):
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             v = field(t, x)
-            if probes is None:
+            if some_probes is None:
                 divergence = exact_divergence(v, x)
             else:
-                divergence = hutchinson_divergence(v, x, probes)
+                divergence = hutchinson_divergence(v, x, some_probes)
         return v.detach(), divergence.detach()
 
     return by_autograd
@@ -279,6 +306,13 @@ def log_likelihood(
         raise ValueError(
             f"Unknown method {method!r}; use {sorted(LIKELIHOOD_METHODS)}."
         )
+    if solver in ROWWISE_SOLVERS:
+        rowwise = (
+            _log_likelihood_rowwise_augmented
+            if method == "augmented"
+            else _log_likelihood_rowwise_quadrature
+        )
+        return rowwise(field, x1, log_base_density, rtol, atol, probes, max_evaluations)
     if method == "auto":
         method = "quadrature" if solver in ADAPTIVE_SOLVERS else "augmented"
     if method == "quadrature" and solver not in ADAPTIVE_SOLVERS:
@@ -299,6 +333,147 @@ def log_likelihood(
     return log_density, stats
 
 
+# The first step each row tries: the controller adapts it within a few steps.
+_FIRST_STEP = 0.05
+
+
+def _rowwise_error_ratio(rtol: float, atol: float, n_features: int) -> Callable:
+    """Each row's error over its tolerance: the larger of the state's (an RMS
+    over its coordinates) and the log density's."""
+
+    def error_ratio(error, y_old, y_new):
+        scaled = error / (atol + rtol * torch.maximum(y_old.abs(), y_new.abs()))
+        state = scaled[:, :n_features].square().mean(1).sqrt()
+        return torch.maximum(state, scaled[:, n_features].abs())
+
+    return error_ratio
+
+
+def _state_error_ratio(rtol: float, atol: float) -> Callable:
+    """Each row's error over its tolerance: an RMS over its coordinates."""
+
+    def error_ratio(error, y_old, y_new):
+        scaled = error / (atol + rtol * torch.maximum(y_old.abs(), y_new.abs()))
+        return scaled.square().mean(1).sqrt()
+
+    return error_ratio
+
+
+def _log_likelihood_rowwise_quadrature(
+    field, x1, log_base_density, rtol, atol, probes, budget
+):
+    """Each row's trajectory with its own steps, and the divergence along it
+    by quadrature on panels of its own (the states at the nodes come from
+    the solver's continuous extension).
+
+    Rows the solver gave up on get a NaN log density.
+    """
+    n = x1.shape[0]
+    velocity_and_divergence = _velocity_and_divergence(field, probes)
+    with torch.no_grad():
+        x0, n_trajectory, failed, dense = solve_each_row(
+            lambda rows, s, x: -field(1 - s, x),
+            x1,
+            _state_error_ratio(rtol, atol),
+            first_step=_FIRST_STEP,
+            max_steps=max(1, budget // 6),
+            dense=True,
+        )
+        solved = torch.nonzero(~failed).squeeze(1)
+
+        def divergences(rows, times):
+            # At most n points at a time: the memory the caller sized the call for.
+            values = torch.empty(len(rows), dtype=x1.dtype, device=x1.device)
+            for start in range(0, len(rows), max(n, 1)):
+                part = slice(start, start + n)
+                row, t = solved[rows[part]], times[part]
+                chosen = None if probes is None else probes[row]
+                x = dense(row, 1 - t)
+                values[part] = velocity_and_divergence(t.to(x.dtype), x, chosen)[1]
+            return values
+
+        integral, converged, n_nodes = integrate_panels_per_row(
+            divergences,
+            len(solved),
+            edges=[0.0, 0.5, 1.0],
+            tolerance=lambda kronrod: QUADRATURE_SLACK * (atol + rtol * kronrod.abs()),
+            device=x1.device,
+        )
+    if not converged.all():
+        warnings.warn(
+            f"The divergence quadrature of {int((~converged).sum())} row(s) did "
+            "not reach the tolerance; their log densities may be less accurate "
+            "than rtol/atol ask.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    log_density = torch.full((n,), float("nan"), dtype=torch.float64, device=x1.device)
+    log_density[solved] = log_base_density(x0[solved].double()) - integral
+    n_divergences = torch.zeros_like(n_trajectory)
+    n_divergences[solved] = n_nodes
+    per_row = n_trajectory + n_divergences
+    most = int(per_row.max()) if n else 0
+    return log_density, SolveStats(
+        most,
+        int(n_divergences.max()) if n else 0,
+        n,
+        int(per_row.sum()),
+        int(n_divergences.sum()),
+    )
+
+
+def _log_likelihood_rowwise_augmented(
+    field, x1, log_base_density, rtol, atol, probes, budget
+):
+    """The augmented state (x, delta) from t = 1 to t = 0, each row with its
+    own steps (s = 1 - t runs from 0 to 1).
+
+    Rows the solver gave up on get a NaN log density.
+    """
+    n, d = x1.shape
+    velocity_and_divergence = _velocity_and_divergence(field, probes)
+
+    def func(rows, s, state):
+        chosen = None if probes is None else probes[rows]
+        v, divergence = velocity_and_divergence(1 - s, state[:, :d], chosen)
+        return torch.cat([-v, divergence.unsqueeze(1)], dim=1)
+
+    start = torch.cat([x1, x1.new_zeros(n, 1)], dim=1)
+    with torch.no_grad():
+        end, n_evaluations, failed, _ = solve_each_row(
+            func,
+            start,
+            _rowwise_error_ratio(rtol, atol, d),
+            first_step=_FIRST_STEP,
+            max_steps=max(1, budget // 6),
+        )
+    log_density = log_base_density(end[:, :d].double()) - end[:, d].double()
+    log_density[failed] = float("nan")
+    row_evaluations = int(n_evaluations.sum())
+    most = int(n_evaluations.max()) if n else 0
+    return log_density, SolveStats(most, most, n, row_evaluations, row_evaluations)
+
+
+@torch.no_grad()
+def _integrate_rowwise(field, x0, rtol, atol, budget):
+    """``x0`` from t = 0 to t = 1, each row with its own steps."""
+
+    x1, n_evaluations, failed, _ = solve_each_row(
+        lambda rows, t, x: field(t, x),
+        x0,
+        _state_error_ratio(rtol, atol),
+        first_step=_FIRST_STEP,
+        max_steps=max(1, budget // 6),
+    )
+    if failed.any():
+        raise SolveFailedError(
+            f"The dopri5-rowwise solver gave up on {int(failed.sum())} row(s) "
+            "(too many steps, or a state that is not finite)."
+        )
+    most = int(n_evaluations.max()) if len(x0) else 0
+    return x1, SolveStats(most, 0, len(x0), int(n_evaluations.sum()))
+
+
 def _log_likelihood_augmented(field, x1, kwargs, rtol, atol, probes, budget):
     """Integrate (x, delta) from t = 1 to t = 0 with d delta / dt = div v.
 
@@ -311,7 +486,8 @@ def _log_likelihood_augmented(field, x1, kwargs, rtol, atol, probes, budget):
     delta1 = torch.zeros(x1.shape[0], dtype=x1.dtype, device=x1.device)
     with torch.no_grad():
         x0, delta0 = _odeint(counting, (x1, delta1), _times(1.0, 0.0, x1), **kwargs)
-    stats = SolveStats(counting.n_evaluations, counting.n_evaluations)
+    n, count = x1.shape[0], counting.n_evaluations
+    stats = SolveStats(count, count, n, count * n, count * n)
     return x0[-1], -delta0[-1], stats
 
 
@@ -358,5 +534,8 @@ def _log_likelihood_by_quadrature(field, x1, kwargs, rtol, atol, probes, budget)
             stacklevel=3,
         )
     prepare([0.0])
-    stats = SolveStats(counting.n_evaluations + n_divergences, n_divergences)
+    n, n_evaluations = x1.shape[0], counting.n_evaluations + n_divergences
+    stats = SolveStats(
+        n_evaluations, n_divergences, n, n_evaluations * n, n_divergences * n
+    )
     return trajectory[0.0], integral, stats

@@ -1,9 +1,11 @@
 """Adaptive Gauss-Kronrod quadrature of many integrands over shared panels.
 
 Used by the likelihood engine to integrate the divergence of the field along
-each row's trajectory: every row is an integrand, all rows share the panels,
-and a panel is split in two until the rows' error estimates meet the
-tolerance. The 7-point Gauss / 15-point Kronrod pair is QUADPACK's ``qk15``.
+each row's trajectory: every row is an integrand, and a panel is split in two
+until the error estimates meet the tolerance: the rows' RMS of them where
+all rows share their panels (:func:`integrate_panels`), each row's own where
+every row has panels of its own (:func:`integrate_panels_per_row`). The
+7-point Gauss / 15-point Kronrod pair is QUADPACK's ``qk15``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-__all__ = ["GaussKronrod15", "integrate_panels"]
+__all__ = ["GaussKronrod15", "integrate_panels", "integrate_panels_per_row"]
 
 # Nodes in [0, 1] (positive half, QUADPACK qk15); the rule is symmetric.
 _HALF_NODES = np.array(
@@ -139,3 +141,75 @@ def integrate_panels(
                 split += [(a, middle, depth + 1), (middle, b, depth + 1)]
         pending = split
     return total, converged
+
+
+def integrate_panels_per_row(
+    integrand: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    n_rows: int,
+    *,
+    edges: list[float],
+    tolerance: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    max_depth: int = 6,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integrate n_rows integrands over [edges[0], edges[-1]], each row
+    splitting only its own panels.
+
+    Parameters
+    ----------
+    integrand : callable
+        ``integrand(rows, times)``, both of shape (k,): the value (k,) of
+        integrand ``rows[i]`` at ``times[i]``.
+    n_rows : int
+        The number of integrands.
+    edges : list of float
+        The initial panels, the same for every row.
+    tolerance : callable
+        Maps panels' Kronrod estimates (k,) to their allowed error per unit
+        of length (k,).
+    device : torch.device
+        Where the row indices and times live.
+    max_depth : int, default=6
+        A row's panel is split at most this many times.
+
+    Returns
+    -------
+    integral : tensor of shape (n_rows,), float64
+    converged : tensor of shape (n_rows,), bool
+        False for rows with a panel at ``max_depth`` that still missed.
+    n_nodes : tensor of shape (n_rows,), int64
+        The integrand's evaluations for each row.
+    """
+    rule = GaussKronrod15
+    options = {"dtype": torch.float64, "device": device}
+    nodes = torch.tensor(rule.nodes, **options)
+    kronrod_weights = torch.tensor(rule.kronrod_weights, **options)
+    gauss_weights = torch.tensor(rule.gauss_weights, **options)
+    n_panels = len(edges) - 1
+    rows = torch.arange(n_rows, device=device).repeat_interleave(n_panels)
+    starts = torch.tensor(edges[:-1], **options).repeat(n_rows)
+    ends = torch.tensor(edges[1:], **options).repeat(n_rows)
+    depth = torch.zeros_like(rows)
+    integral = torch.zeros(n_rows, **options)
+    converged = torch.ones(n_rows, dtype=torch.bool, device=device)
+    n_nodes = torch.zeros(n_rows, dtype=torch.int64, device=device)
+    while rows.numel():
+        middle, half = 0.5 * (starts + ends), 0.5 * (ends - starts)
+        times = middle.unsqueeze(1) + half.unsqueeze(1) * nodes
+        values = integrand(rows.repeat_interleave(len(nodes)), times.reshape(-1))
+        values = values.double().reshape(len(rows), len(nodes))
+        n_nodes.index_add_(0, rows, torch.full_like(rows, len(nodes)))
+        kronrod = half * (values @ kronrod_weights)
+        gauss = half * (values @ gauss_weights)
+        error = (kronrod - gauss).abs()
+        within = error <= tolerance(kronrod) * (ends - starts)
+        last = depth >= max_depth
+        converged[rows[~within & last]] = False
+        done = within | last
+        integral.index_add_(0, rows[done], kronrod[done])
+        split = ~done
+        rows, depth = rows[split].repeat(2), depth[split].repeat(2) + 1
+        middle = middle[split]
+        starts = torch.cat([starts[split], middle])
+        ends = torch.cat([middle, ends[split]])
+    return integral, converged, n_nodes

@@ -47,7 +47,7 @@ class FlowMatchingOutlierDetector(OutlierMixin, FlowMatchingDensity):
         validation_fraction=0.1,
         n_iter_no_change=10,
         dequantize=True,
-        solver="dopri5",
+        solver="dopri5-rowwise",
         n_steps=None,
         rtol=1e-6,
         atol=1e-6,

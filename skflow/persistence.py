@@ -216,6 +216,7 @@ _OPTIONAL_FITTED = {
     "n_iter_",
     "loss_curve_",
     "validation_scores_",
+    "likelihood_error_",
 }
 
 
@@ -241,6 +242,13 @@ def _check_fitted(estimator: FlowMatchingDensity, fitted: dict) -> None:
             and all(isinstance(x, int | float) for x in fitted.get(key, [])),
             f"{key} must be a list of numbers",
         )
+    error = fitted.get("likelihood_error_", {"mean": 0.0, "max": 0.0, "n_rows": 0})
+    _require(
+        isinstance(error, dict)
+        and set(error) == {"mean", "max", "n_rows"}
+        and all(isinstance(error[key], int | float) for key in error),
+        "likelihood_error_ must map mean, max and n_rows to numbers",
+    )
     seed = fitted["_probe_seed"]
     _require(type(seed) is int and 0 <= seed < 2**32, "bad _probe_seed")
     if "offset_" in fitted:

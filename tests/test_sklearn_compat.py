@@ -4,11 +4,13 @@ from _data import EXACT, TINY
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skflow import FlowMatchingDensity, FlowMatchingOutlierDetector
+from skflow._ode import ADAPTIVE_SOLVERS, ROWWISE_SOLVERS
 
 # Fixed-step float64: every row is integrated independently of the others.
 FIXED_STEP = FlowMatchingDensity(**EXACT, random_state=0)
-# As the defaults: adaptive dopri5 in float32.
+# As the defaults: the rowwise solver in float32, and in float64.
 DEFAULT_LIKE = FlowMatchingDensity(**TINY, random_state=0)
+ROWWISE_FLOAT64 = FlowMatchingDensity(**TINY, dtype="float64", random_state=0)
 DETECTORS = [
     FlowMatchingOutlierDetector(**EXACT, contamination=0.1, random_state=0),
     # contamination="auto": the threshold is a level of the model's own
@@ -40,7 +42,7 @@ def _expected_failed_checks(estimator):
         )
         failures["check_outliers_fit_predict"] = reason
         failures["check_outliers_train"] = reason
-    if estimator.solver == "dopri5":
+    if estimator.solver in ADAPTIVE_SOLVERS:
         reason = (
             "dopri5 (and the divergence quadrature) choose their steps (and "
             "panels) for all rows solved together, from an error norm summed "
@@ -49,11 +51,20 @@ def _expected_failed_checks(estimator):
         )
         failures["check_methods_subset_invariance"] = reason
         failures["check_methods_sample_order_invariance"] = reason
+    elif estimator.solver in ROWWISE_SOLVERS and estimator.dtype == "float32":
+        # Reordering keeps the batch's shape, so sample order passes.
+        failures["check_methods_subset_invariance"] = (
+            "float32 matrix products round differently for batches of other "
+            "shapes, and each row's step control carries that round-off into "
+            "its score (about 1e-6 nats, above the check's rtol of 1e-7); in "
+            "float64 the check passes, and tests/test_density.py bounds the "
+            "float32 differences"
+        )
     return failures
 
 
 @parametrize_with_checks(
-    [FIXED_STEP, DEFAULT_LIKE, *DETECTORS],
+    [FIXED_STEP, DEFAULT_LIKE, ROWWISE_FLOAT64, *DETECTORS],
     expected_failed_checks=_expected_failed_checks,
 )
 def test_sklearn_compatible_estimator(estimator, check):
