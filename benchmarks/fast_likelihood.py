@@ -68,6 +68,7 @@ from benchmarks.known_densities import KNOWN_DENSITIES
 from benchmarks.likelihood_engine import Counter, straightforward_log_density
 from benchmarks.studies.engine_levers import mixture
 from skflow import FlowMatchingDensity, FlowMatchingOutlierDetector
+from skflow._likelihood_error import likelihood_error, rows_to_measure
 from skflow._ode import log_likelihood
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -233,6 +234,11 @@ def stats_row(stats) -> dict:
     if "evaluations_per_row" not in row:
         # Every row of a chunk shares its solve.
         row["evaluations_per_row"] = stats.n_evaluations / max(stats.n_chunks, 1)
+    if getattr(stats, "n_rows", 0):
+        divergences = stats.n_row_divergence_evaluations / stats.n_rows
+    else:
+        divergences = stats.n_divergence_evaluations / max(stats.n_chunks, 1)
+    row["divergence_evaluations_per_row"] = divergences
     return row
 
 
@@ -280,6 +286,21 @@ def compare(d: int, sizes: tuple, params: dict, old_python: str | None, threads)
     row["error_typical"] = errors(scores[typical], reference)
     row["error_far"] = errors(far_scores, reference_far)
     row["likelihood_error_"] = getattr(est, "likelihood_error_", None)
+    # What measuring likelihood_error_ adds to a fit: the same measurement
+    # again, on as many test rows as fit takes held-out rows.
+    n_measured = rows_to_measure(d)
+    z_measured = torch.as_tensor(
+        (X_test[:n_measured] - est.mean_) / est.scale_, dtype=torch.float32
+    )
+    _, measure_seconds = timed(
+        likelihood_error,
+        est.vector_field_,
+        z_measured,
+        est.path_.log_base_density,
+        est._solver_options(),
+    )
+    row["error_measurement_seconds"] = measure_seconds
+    row["error_measurement_share_of_fit"] = measure_seconds / fit_seconds
     row["warnings"] = sorted(set(caught) | set(far_caught))
     engines[f"skflow {skflow.__version__} (this tree)"] = new = row
     print(
@@ -319,6 +340,9 @@ def compare(d: int, sizes: tuple, params: dict, old_python: str | None, threads)
             # 0.3.2 solves a chunk's rows together: each pays the chunk's
             # evaluations (chunks of equal size but the last).
             old["evaluations_per_row"] = solver["n_evaluations"] / solver["n_chunks"]
+            old["divergence_evaluations_per_row"] = (
+                solver["n_divergence_evaluations"] / solver["n_chunks"]
+            )
         engines[f"skflow {result['skflow']}"] = old
         print(
             f"d={d}: skflow {result['skflow']} scored {n_test:,} rows in "
@@ -345,6 +369,7 @@ def compare(d: int, sizes: tuple, params: dict, old_python: str | None, threads)
         "timed_rows": n_pool,
         "extrapolated": n_pool < n_test,
         "evaluations_per_row": counter.n,
+        "divergence_evaluations_per_row": counter.n,
         "error_typical": errors(values[typical], reference),
     }
     try:
@@ -488,7 +513,8 @@ def markdown(results: dict) -> list[str]:
             f"typical and {entry['n_far']} far rows)",
             "",
             f"| engine | fit (s) | score {entry['n_test']:,} rows (s) "
-            "| evaluations per row | mean error, typical | max error, typical "
+            "| evaluations per row (with divergence) "
+            "| mean error, typical | max error, typical "
             "| mean error, far | max error, far |",
             "|---|---|---|---|---|---|---|---|",
         ]
@@ -504,6 +530,7 @@ def markdown(results: dict) -> list[str]:
             lines.append(
                 f"| {label} | {fit} | {row['score_seconds']:.2f} "
                 f"| {_number(row.get('evaluations_per_row'), '.0f')} "
+                f"({_number(row.get('divergence_evaluations_per_row'), '.0f')}) "
                 f"| {_errors(row, 'typical')} | {_errors(row, 'far')} |"
             )
         new = next(iter(entry["engines"].values()))
@@ -513,7 +540,9 @@ def markdown(results: dict) -> list[str]:
                 "",
                 f"This tree's `likelihood_error_` (measured at fit): mean "
                 f"{error['mean']:.1e}, max {error['max']:.1e} on "
-                f"{error['n_rows']} rows.",
+                f"{error['n_rows']} rows; measuring it took "
+                f"{new['error_measurement_seconds']:.1f} s, "
+                f"{100 * new['error_measurement_share_of_fit']:.1f}% of the fit.",
             ]
         for name, row in entry["engines"].items():
             for message in row.get("warnings") or []:

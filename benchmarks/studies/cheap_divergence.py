@@ -511,7 +511,8 @@ def markdown(results: dict) -> list[str]:
         "widths change. 10,000 training rows and 5,000 test rows for the "
         "mixtures (test KL(p || q) in nats, lower is better); 80/20 split for "
         "breast_cancer and digits (mean test log-likelihood, higher is "
-        "better). One cell per seed.",
+        "better). One row per seed, then their mean. HollowNet's k units per "
+        "coordinate are chosen per d (the widths column).",
         "",
         "## Divergence checks (float64, against autograd's exact trace)",
         "",
@@ -535,19 +536,21 @@ def markdown(results: dict) -> list[str]:
     ]
     for set_name in sets:
         seeds = sorted({r["seed"] for r in runs if r["set"] == set_name})
-        for seed in seeds:
+        kind = next(r["kind"] for r in runs if r["set"] == set_name)
+        metric = "test KL" if kind == "kl" else "test log-lik"
+        for seed in [*seeds, "mean"]:
             cells = []
             for network in networks:
                 match = [
-                    r
+                    r["metric"]
                     for r in runs
-                    if (r["set"], r["network"], r["seed"]) == (set_name, network, seed)
+                    if (r["set"], r["network"]) == (set_name, network)
+                    and seed in (r["seed"], "mean")
                 ]
-                cells.append(f"{match[0]['metric']:.3f}" if match else "")
-            kind = next(r["kind"] for r in runs if r["set"] == set_name)
-            metric = "test KL" if kind == "kl" else "test log-lik"
+                cells.append(f"{np.mean(match):.3f}" if match else "")
+            label = f"seed {seed}" if seed != "mean" else f"**mean of {len(seeds)}**"
             lines.append(
-                f"| {set_name} (seed {seed}) | {metric} | " + " | ".join(cells) + " |"
+                f"| {set_name} ({label}) | {metric} | " + " | ".join(cells) + " |"
             )
     lines += [
         "",
@@ -560,10 +563,10 @@ def markdown(results: dict) -> list[str]:
         "their costs; seed 0). Parameters, and the training's steps and "
         "early stopping (the held-out check kept, of those run), per seed.",
         "",
-        "| set | network | parameters | forward | with divergence | "
+        "| set | network | widths | parameters | forward | with divergence | "
         "evaluations (with div.) | scoring / row | steps | best check / checks "
         "| final loss |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for set_name in sets:
         for network in networks:
@@ -578,7 +581,8 @@ def markdown(results: dict) -> list[str]:
                 return f"{run['best_check']}/{run['n_validation_checks']}"
 
             lines.append(
-                f"| {set_name} | {network} | {first['n_parameters']:,} | "
+                f"| {set_name} | {network} | {first['hidden_layer_sizes']} | "
+                f"{first['n_parameters']:,} | "
                 f"{first['forward_cost']:.2f} | {first['divergence_cost']:.2f} | "
                 f"{first['evaluations_per_chunk']:.0f} "
                 f"({first['divergence_evaluations_per_chunk']:.0f}) | "
