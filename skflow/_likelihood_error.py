@@ -27,7 +27,7 @@ def rows_to_measure(n_features: int) -> int:
 
     The tight solve pays about d + 1 passes of the network per divergence,
     so its rows shrink as 1 / (d + 1) to keep it a small share of a fit
-    (the shares are measured in benchmarks/results/likelihood_engine.md).
+    (its share of a fit is measured in benchmarks/results/fast_likelihood.md).
     """
     return int(np.clip(2048 // (n_features + 1), 32, 256))
 

@@ -17,10 +17,13 @@ along the trajectory x(t) through x1. Two ways to compute it:
   the quadrature's nodes only, far fewer than the solver's stages (the
   counts are in docs/user_guide.md, "How scores are computed").
 
-Both run on torchdiffeq, whose steps are shared by the rows of a solve. The
-solver ``"dopri5-rowwise"`` (:mod:`skflow._rowwise`) integrates the
-augmented state with a step size of its own for every row, controlled by the
-error of that row's log density and state: rows are solved independently.
+Both run on torchdiffeq, whose steps are shared by the rows of a solve. With
+the solver ``"dopri5-rowwise"`` (:mod:`skflow._rowwise`) every row takes
+steps of its own instead, chosen from that row's error alone, so rows are
+solved independently: its quadrature gives every row panels of its own too
+(the states at the nodes from the solver's continuous extension), and its
+augmented solve controls the error of each row's log density as well as of
+its state.
 """
 
 from __future__ import annotations
@@ -119,7 +122,9 @@ class SolveStats:
     Attributes
     ----------
     n_evaluations : int
-        Evaluations of the field, with or without its divergence.
+        Evaluations of the field, with or without its divergence (for the
+        rowwise solver, whose rows take steps of their own: those of its
+        slowest row).
     n_divergence_evaluations : int
         Those of them that computed the divergence too (the costly kind: an
         exact divergence costs about d + 1 plain evaluations).
@@ -282,8 +287,9 @@ def log_likelihood(
         divergence.
     method : {"auto", "augmented", "quadrature"}, default="auto"
         How the divergence is integrated (see the module's docstring).
-        ``"auto"``: quadrature with adaptive solvers, augmented with
-        fixed-step ones (which then score each row on its own).
+        ``"auto"``: quadrature with adaptive solvers (the rowwise one
+        included), augmented with fixed-step ones (which then score each
+        row on its own).
     max_evaluations : int, default=MAX_EVALUATIONS
         Budget of field evaluations of an adaptive solve.
 
