@@ -234,7 +234,10 @@ def solver_stats() -> Iterator[SolverStats]:
         too, each costing about d + 1 plain ones),
         ``max_evaluations_per_chunk`` (the slowest solve) and ``n_chunks``
         (the number of solves; a chunk whose adaptive solve failed counts
-        once per part it was split into).
+        once per part it was split into); per row, ``n_rows``,
+        ``n_row_evaluations`` and ``n_row_divergence_evaluations`` (the
+        evaluations summed over the rows each covered) and
+        ``evaluations_per_row``.
 
     Examples
     --------
