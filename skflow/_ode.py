@@ -343,24 +343,17 @@ def log_likelihood(
 _FIRST_STEP = 0.05
 
 
-def _rowwise_error_ratio(rtol: float, atol: float, n_features: int) -> Callable:
-    """Each row's error over its tolerance: the larger of the state's (an RMS
-    over its coordinates) and the log density's."""
+def _state_error_ratio(rtol: float, atol: float, n_features=None) -> Callable:
+    """Each row's error over its tolerance: an RMS over the state's first
+    ``n_features`` coordinates (all if None), and where the state goes on
+    (the log density), the larger of that and the rest's largest."""
 
     def error_ratio(error, y_old, y_new):
         scaled = error / (atol + rtol * torch.maximum(y_old.abs(), y_new.abs()))
-        state = scaled[:, :n_features].square().mean(1).sqrt()
-        return torch.maximum(state, scaled[:, n_features].abs())
-
-    return error_ratio
-
-
-def _state_error_ratio(rtol: float, atol: float) -> Callable:
-    """Each row's error over its tolerance: an RMS over its coordinates."""
-
-    def error_ratio(error, y_old, y_new):
-        scaled = error / (atol + rtol * torch.maximum(y_old.abs(), y_new.abs()))
-        return scaled.square().mean(1).sqrt()
+        ratio = scaled[:, :n_features].square().mean(1).sqrt()
+        if n_features is not None:
+            ratio = torch.maximum(ratio, scaled[:, n_features:].abs().amax(1))
+        return ratio
 
     return error_ratio
 
@@ -449,7 +442,7 @@ def _log_likelihood_rowwise_augmented(
         end, n_evaluations, failed, _ = solve_each_row(
             func,
             start,
-            _rowwise_error_ratio(rtol, atol, d),
+            _state_error_ratio(rtol, atol, d),
             first_step=_FIRST_STEP,
             max_steps=max(1, budget // 6),
         )

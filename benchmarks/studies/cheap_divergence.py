@@ -96,20 +96,16 @@ def _time_inputs(time_features: TimeFeatures, t, x: torch.Tensor) -> torch.Tenso
     return time_features(t.reshape(-1, 1).expand(x.shape[0], 1))
 
 
-class BilinearTraceField(nn.Module):
-    """A 2-hidden-layer GELU MLP on [x, time features], with an O(1) exact trace.
-
-    The Fourier arguments of ``skflow._nets.VectorField`` are accepted and
-    ignored. With ``linear_skip`` the field adds A x (A learned, starting at
-    0), whose trace adds trace(A) to the divergence.
-    """
-
-    linear_skip = False
+class _TwoLayerField(nn.Module):
+    """What both study networks share: ``VectorField``'s constructor
+    signature (so the estimator's ``_build_field`` can make them; the Fourier
+    arguments are accepted and ignored), two widths, GELU, time features,
+    and ``config()`` / ``from_config()`` for persistence."""
 
     def __init__(
         self,
         n_features: int,
-        hidden_layer_sizes: Sequence[int] = (512, 512),
+        hidden_layer_sizes: Sequence[int],
         n_frequencies: int = 4,
         n_fourier_features: int = 0,
         fourier_scale: float = 1.0,
@@ -117,19 +113,11 @@ class BilinearTraceField(nn.Module):
     ) -> None:
         super().__init__()
         if len(hidden_layer_sizes) != 2 or activation != "gelu":
-            raise ValueError("two hidden layers of GELU units")
-        self.n_features = d = int(n_features)
+            raise ValueError("two widths and GELU units")
+        self.n_features = int(n_features)
         self.hidden_layer_sizes = tuple(int(width) for width in hidden_layer_sizes)
         self.activation = activation
-        width1, width2 = self.hidden_layer_sizes
         self.time_features = TimeFeatures(n_frequencies)
-        self.first = nn.Linear(d + self.time_features.n_outputs, width1)
-        self.second = nn.Linear(width1, width2)
-        self.last = nn.Linear(width2, d)
-        self.skip = None
-        if self.linear_skip:
-            self.skip = nn.Linear(d, d, bias=False)
-            nn.init.zeros_(self.skip.weight)
 
     def config(self) -> dict:
         return {
@@ -140,13 +128,38 @@ class BilinearTraceField(nn.Module):
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> BilinearTraceField:
+    def from_config(cls, config: dict) -> _TwoLayerField:
         return cls(
             config["n_features"],
             config["hidden_layer_sizes"],
             config["n_frequencies"],
             activation=config["activation"],
         )
+
+
+class BilinearTraceField(_TwoLayerField):
+    """A 2-hidden-layer GELU MLP on [x, time features], with an O(1) exact trace.
+
+    The Fourier arguments of ``skflow._nets.VectorField`` are accepted and
+    ignored. With ``linear_skip`` the field adds A x (A learned, starting at
+    0), whose trace adds trace(A) to the divergence.
+    """
+
+    linear_skip = False
+
+    def __init__(
+        self, n_features: int, hidden_layer_sizes=(512, 512), *args, **kwargs
+    ) -> None:
+        super().__init__(n_features, hidden_layer_sizes, *args, **kwargs)
+        d = self.n_features
+        width1, width2 = self.hidden_layer_sizes
+        self.first = nn.Linear(d + self.time_features.n_outputs, width1)
+        self.second = nn.Linear(width1, width2)
+        self.last = nn.Linear(width2, d)
+        self.skip = None
+        if self.linear_skip:
+            self.skip = nn.Linear(d, d, bias=False)
+            nn.init.zeros_(self.skip.weight)
 
     def _hidden(self, t, x):
         inputs = torch.cat([x, _time_inputs(self.time_features, t, x)], dim=-1)
@@ -205,31 +218,19 @@ def _uniform(shape: Sequence[int], fan_in: int) -> nn.Parameter:
     return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
 
 
-class HollowField(nn.Module):
+class HollowField(_TwoLayerField):
     """HollowNet: v_i = tau_i(x_i, h_i), h_i = c_i(x_-i, t).
 
     ``hidden_layer_sizes`` = (k, k_tau): units per coordinate of the
-    conditioner's two layers and of tau's hidden layer. The Fourier
-    arguments of ``skflow._nets.VectorField`` are accepted and ignored.
+    conditioner's two layers and of tau's hidden layer.
     """
 
     def __init__(
-        self,
-        n_features: int,
-        hidden_layer_sizes: Sequence[int] = (32, 32),
-        n_frequencies: int = 4,
-        n_fourier_features: int = 0,
-        fourier_scale: float = 1.0,
-        activation: str = "gelu",
+        self, n_features: int, hidden_layer_sizes=(32, 32), *args, **kwargs
     ) -> None:
-        super().__init__()
-        if len(hidden_layer_sizes) != 2 or activation != "gelu":
-            raise ValueError("(k, k_tau) and GELU units")
-        self.n_features = d = int(n_features)
-        self.hidden_layer_sizes = tuple(int(width) for width in hidden_layer_sizes)
-        self.activation = activation
+        super().__init__(n_features, hidden_layer_sizes, *args, **kwargs)
+        d = self.n_features
         k, k_tau = self.hidden_layer_sizes
-        self.time_features = TimeFeatures(n_frequencies)
         n_time = self.time_features.n_outputs
         fan_in = d - 1 + n_time
         # Conditioner, first layer: block i (k units) sees x_j, j != i, and t.
@@ -246,23 +247,6 @@ class HollowField(nn.Module):
         self.tau_b = _uniform((d, k_tau), k + 1)
         self.out_w = _uniform((d, k_tau), k_tau)
         self.out_b = _uniform((d,), k_tau)
-
-    def config(self) -> dict:
-        return {
-            "n_features": self.n_features,
-            "hidden_layer_sizes": list(self.hidden_layer_sizes),
-            "n_frequencies": len(self.time_features.frequencies),
-            "activation": self.activation,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict) -> HollowField:
-        return cls(
-            config["n_features"],
-            config["hidden_layer_sizes"],
-            config["n_frequencies"],
-            activation=config["activation"],
-        )
 
     def _first_weight(self) -> torch.Tensor:
         return (self.first_x * self.mask).reshape(-1, self.n_features)
