@@ -70,10 +70,12 @@ def hold_out(
     *,
     fraction: float,
     recipe,
+    n_targets: int | None = None,
 ) -> HeldOutScore | None:
     """Hold rows out of training, and return their score (None if no row
     can be held out): their training ``weights`` are set to 0, so the
-    minibatch sampler never draws them."""
+    minibatch sampler never draws them. ``n_targets``: rows are ``[y, x]``
+    of a conditional field, whose path moves y only."""
     rows = held_out_rows(sample_weight, fraction, recipe.validation_max_rows, rng)
     if rows is None:
         return None
@@ -85,6 +87,7 @@ def hold_out(
         make_generator(draw_seed(rng), weights.device),
         n_steps=recipe.validation_steps,
         exact_up_to=recipe.validation_exact_up_to,
+        n_targets=n_targets,
     )
     weights[rows] = 0
     return score
@@ -113,6 +116,10 @@ class HeldOutScore:
     exact_up_to : int
         The exact divergence up to this many features, one fixed
         Hutchinson probe per row above.
+    n_targets : int, default=None
+        Rows are ``[y, x]`` of a conditional field: the base density and
+        the features counted above are y's, its first ``n_targets``
+        columns; None: all columns.
     """
 
     def __init__(
@@ -125,13 +132,15 @@ class HeldOutScore:
         *,
         n_steps: int,
         exact_up_to: int,
+        n_targets: int | None = None,
     ) -> None:
         n, d = z.shape
+        self.n_targets = d if n_targets is None else n_targets
         if dequantize is not None:
             noise = torch.rand(z.shape, generator=generator, device=z.device)
             z = z + noise.to(z.dtype) * dequantize
         self.probes = None
-        if d > exact_up_to:
+        if self.n_targets > exact_up_to:
             signs = torch.randint(0, 2, (n, 1, d), generator=generator, device=z.device)
             self.probes = (2 * signs - 1).to(z.dtype)
         self.z = z
@@ -144,7 +153,7 @@ class HeldOutScore:
         log_density, _ = log_likelihood(
             field,
             self.z,
-            self.path.log_base_density,
+            self.log_base_density,
             solver="rk4",
             n_steps=self.n_steps,
             probes=self.probes,
@@ -156,7 +165,11 @@ class HeldOutScore:
 
     def base_score(self) -> float:
         """The score of the zero field: the base density's, of the same rows."""
-        return float(self.weights @ self.path.log_base_density(self.z.double()))
+        return float(self.weights @ self.log_base_density(self.z.double()))
+
+    def log_base_density(self, z: torch.Tensor) -> torch.Tensor:
+        """The path's base density of the rows' moving columns."""
+        return self.path.log_base_density(z[:, : self.n_targets])
 
 
 def check_beats_base_density(
@@ -167,7 +180,7 @@ def check_beats_base_density(
     if not scores:
         return
     base = held_out.base_score()
-    margin = BASE_MARGIN + BASE_MARGIN_PER_FEATURE * held_out.z.shape[1]
+    margin = BASE_MARGIN + BASE_MARGIN_PER_FEATURE * held_out.n_targets
     if not max(scores) >= base - margin:
         raise FloatingPointError(
             diverged(

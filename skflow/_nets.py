@@ -9,7 +9,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["FourierFeatures", "TimeFeatures", "VectorField"]
+__all__ = [
+    "ConditionalVectorField",
+    "FourierFeatures",
+    "TimeFeatures",
+    "VectorField",
+]
 
 
 class TimeFeatures(nn.Module):
@@ -125,6 +130,10 @@ class VectorField(nn.Module):
     activation : {"gelu", "silu"}, default="gelu"
         The hidden layers' activation. Both are smooth, as the divergence
         needs (benchmarks/results/recipe_ablation.md compares them).
+    n_context : int, default=0
+        Width of per-row features that the field sees but does not move
+        (a condition's embedding, :class:`ConditionalVectorField`), passed
+        as ``field(t, x, context)``; they add nothing to the divergence.
     """
 
     def __init__(
@@ -135,9 +144,11 @@ class VectorField(nn.Module):
         n_fourier_features: int = 128,
         fourier_scale: float = 1.0,
         activation: str = "gelu",
+        n_context: int = 0,
     ) -> None:
         super().__init__()
         self.n_features = int(n_features)
+        self.n_context = int(n_context)
         self.activation = activation
         self.hidden_layer_sizes = tuple(int(width) for width in hidden_layer_sizes)
         self.time_features = TimeFeatures(n_frequencies)
@@ -148,6 +159,7 @@ class VectorField(nn.Module):
             self.n_features
             + self.fourier_features.n_outputs
             + self.time_features.n_outputs
+            + self.n_context
         ]
         widths += list(self.hidden_layer_sizes)
         layers: list[nn.Module] = []
@@ -161,13 +173,16 @@ class VectorField(nn.Module):
 
         The weights and the Fourier projection are in ``state_dict()``.
         """
-        return {
+        config = {
             "n_features": self.n_features,
             "hidden_layer_sizes": list(self.hidden_layer_sizes),
             "n_frequencies": len(self.time_features.frequencies),
             "n_fourier_features": self.fourier_features.n_outputs,
             "activation": self.activation,
         }
+        if self.n_context:
+            config["n_context"] = self.n_context
+        return config
 
     @classmethod
     def from_config(cls, config: dict) -> VectorField:
@@ -179,19 +194,29 @@ class VectorField(nn.Module):
             config["n_frequencies"],
             n_fourier_features=config["n_fourier_features"],
             activation=config["activation"],
+            n_context=config.get("n_context", 0),
         )
 
     def _inputs(
-        self, t: torch.Tensor, x: torch.Tensor, fourier: torch.Tensor | None = None
+        self,
+        t: torch.Tensor,
+        x: torch.Tensor,
+        fourier: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         t = t.reshape(-1, 1).expand(x.shape[0], 1)
         if fourier is None:
             fourier = self.fourier_features(x)
-        return torch.cat([x, fourier, self.time_features(t)], dim=-1)
+        parts = [x, fourier, self.time_features(t)]
+        if context is not None:
+            parts.append(context)
+        return torch.cat(parts, dim=-1)
 
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self._inputs(t, x))
+    def forward(
+        self, t: torch.Tensor, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.mlp(self._inputs(t, x, context=context))
 
     @torch.no_grad()
     def velocity_and_divergence(
@@ -200,6 +225,7 @@ class VectorField(nn.Module):
         x: torch.Tensor,
         probes: torch.Tensor | None = None,
         workspace: dict | None = None,
+        context: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``v(t, x)`` and its divergence in one forward pass, no autograd.
 
@@ -221,6 +247,8 @@ class VectorField(nn.Module):
             Buffers kept between calls of one ODE solve: the large
             intermediate tensors are written in place instead of being
             allocated (and page-faulted) at every evaluation.
+        context : tensor of shape (n, n_context), default=None
+            The rows' fixed features (see ``n_context``).
 
         Returns
         -------
@@ -232,14 +260,16 @@ class VectorField(nn.Module):
         first, hidden, last = linears[0], linears[1:-1], linears[-1]
         n, d = x.shape
         n_fourier = self.fourier_features.n_outputs
-        # The time features do not depend on x.
+        # The time features and the context do not depend on x.
         weight_x = first.weight[:, :d]
         weight_fourier = first.weight[:, d : d + n_fourier]
         # One pass gives the Fourier features and their derivatives along
         # the coordinate directions (exact) or the probes (Hutchinson).
         fourier, fourier_tangents = self.fourier_features.with_tangents(x, probes)
         layer_with_slope = _ACTIVATIONS[self.activation][1]
-        h, slope = layer_with_slope(first, self._inputs(t, x, fourier), buffers, 0)
+        h, slope = layer_with_slope(
+            first, self._inputs(t, x, fourier, context), buffers, 0
+        )
         if probes is None:
             # Along x_j, the first layer moves by column j of its weight plus
             # the Fourier features' derivative through their weights.
@@ -270,6 +300,116 @@ class VectorField(nn.Module):
             products = tangent @ last.weight.T  # (dv/dx) eps, (n, n_probes, d)
             divergence = (products * probes).sum(-1).mean(-1)
         return velocity, divergence
+
+
+class ConditionalVectorField(nn.Module):
+    """A field on rows ``[y, x]`` that moves the targets y and carries the
+    condition x along: ``v(t, [y, x]) = [core(t, y, embedding(x)), 0]``.
+
+    The condition enters the :class:`VectorField` ``core`` through a
+    learned embedding, an MLP of x. Its velocity is zero, so every ODE
+    solver carries each row's condition unchanged and the divergence is
+    the targets' alone (dv/dx is never asked for): the solvers, their
+    row-by-row step control and the chunking of the unconditional model
+    serve p(y | x) as they are.
+
+    Parameters
+    ----------
+    n_targets : int
+        Dimension of y.
+    n_conditions : int
+        Dimension of x.
+    hidden_layer_sizes : sequence of int
+        The core's hidden widths.
+    embedding_layer_sizes : sequence of int
+        Widths of the embedding MLP; the last is the embedding's (no
+        activation after it).
+    n_frequencies, n_fourier_features, fourier_scale, activation
+        As :class:`VectorField` (the Fourier features are of y).
+    """
+
+    def __init__(
+        self,
+        n_targets: int,
+        n_conditions: int,
+        hidden_layer_sizes: Sequence[int],
+        embedding_layer_sizes: Sequence[int] = (128, 64),
+        n_frequencies: int = 4,
+        n_fourier_features: int = 128,
+        fourier_scale: float = 1.0,
+        activation: str = "gelu",
+    ) -> None:
+        super().__init__()
+        self.n_targets, self.n_conditions = int(n_targets), int(n_conditions)
+        self.embedding_layer_sizes = tuple(int(w) for w in embedding_layer_sizes)
+        widths = [self.n_conditions, *self.embedding_layer_sizes]
+        layers: list[nn.Module] = []
+        for n_in, n_out in itertools.pairwise(widths):
+            layers += [nn.Linear(n_in, n_out), _ACTIVATIONS[activation][0]()]
+        self.embedding = nn.Sequential(*layers[:-1])
+        self.core = VectorField(
+            self.n_targets,
+            hidden_layer_sizes,
+            n_frequencies,
+            n_fourier_features=n_fourier_features,
+            fourier_scale=fourier_scale,
+            activation=activation,
+            n_context=widths[-1],
+        )
+
+    @property
+    def hidden_layer_sizes(self) -> tuple[int, ...]:
+        return self.core.hidden_layer_sizes
+
+    def config(self) -> dict:
+        """The architecture, as plain data: ``from_config`` rebuilds it."""
+        core = self.core.config()
+        del core["n_features"], core["n_context"]
+        return {
+            "n_targets": self.n_targets,
+            "n_conditions": self.n_conditions,
+            "embedding_layer_sizes": list(self.embedding_layer_sizes),
+            **core,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> ConditionalVectorField:
+        """A field of the architecture ``config``, with fresh weights."""
+        return cls(
+            config["n_targets"],
+            config["n_conditions"],
+            config["hidden_layer_sizes"],
+            config["embedding_layer_sizes"],
+            config["n_frequencies"],
+            n_fourier_features=config["n_fourier_features"],
+            activation=config["activation"],
+        )
+
+    def _split(self, state: torch.Tensor):
+        y, x = state[:, : self.n_targets], state[:, self.n_targets :]
+        return y, x, self.embedding(x)
+
+    def forward(self, t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        y, x, context = self._split(state)
+        return torch.cat([self.core(t, y, context), torch.zeros_like(x)], dim=-1)
+
+    @torch.no_grad()
+    def velocity_and_divergence(
+        self,
+        t: torch.Tensor,
+        state: torch.Tensor,
+        probes: torch.Tensor | None = None,
+        workspace: dict | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`VectorField.velocity_and_divergence`, the divergence in
+        y only; probes may span the whole state (their y part is used)."""
+        y, x, context = self._split(state)
+        if probes is not None:
+            probes = probes[..., : self.n_targets]
+        velocity, divergence = self.core.velocity_and_divergence(
+            t, y, probes, workspace, context
+        )
+        return torch.cat([velocity, torch.zeros_like(x)], dim=-1), divergence
 
 
 class _Buffers:

@@ -346,7 +346,7 @@ _FIRST_STEP = 0.05
 def _state_error_ratio(rtol: float, atol: float, n_features=None) -> Callable:
     """Each row's error over its tolerance: an RMS over the state's first
     ``n_features`` coordinates (all if None), and where the state goes on
-    (the log density), the larger of that and the rest's largest."""
+    (the log density, a condition), the larger of that and the rest's largest."""
 
     def error_ratio(error, y_old, y_new):
         scaled = error / (atol + rtol * torch.maximum(y_old.abs(), y_new.abs()))
@@ -356,6 +356,13 @@ def _state_error_ratio(rtol: float, atol: float, n_features=None) -> Callable:
         return ratio
 
     return error_ratio
+
+
+def _n_moving(field) -> int | None:
+    """The state's first coordinates that move: a conditional field's
+    targets (its conditions ride along with velocity 0, so counting them
+    in the RMS would loosen the tolerance); None for all."""
+    return getattr(field, "n_targets", None)
 
 
 def _log_likelihood_rowwise_quadrature(
@@ -373,7 +380,7 @@ def _log_likelihood_rowwise_quadrature(
         x0, n_trajectory, failed, dense = solve_each_row(
             lambda rows, s, x: -field(1 - s, x),
             x1,
-            _state_error_ratio(rtol, atol),
+            _state_error_ratio(rtol, atol, _n_moving(field)),
             first_step=_FIRST_STEP,
             max_steps=max(1, budget // 6),
             dense=True,
@@ -442,7 +449,7 @@ def _log_likelihood_rowwise_augmented(
         end, n_evaluations, failed, _ = solve_each_row(
             func,
             start,
-            _state_error_ratio(rtol, atol, d),
+            _state_error_ratio(rtol, atol, _n_moving(field) or d),
             first_step=_FIRST_STEP,
             max_steps=max(1, budget // 6),
         )
@@ -460,7 +467,7 @@ def _integrate_rowwise(field, x0, rtol, atol, budget):
     x1, n_evaluations, failed, _ = solve_each_row(
         lambda rows, t, x: field(t, x),
         x0,
-        _state_error_ratio(rtol, atol),
+        _state_error_ratio(rtol, atol, _n_moving(field)),
         first_step=_FIRST_STEP,
         max_steps=max(1, budget // 6),
     )

@@ -96,6 +96,12 @@ class _ExponentialMovingAverage:
         torch._foreach_lerp_(averaged, current, 1.0 - decay)
 
 
+# Minibatch OT pairs noise with [y, CONDITION_WEIGHT * x] for conditional
+# fields: moving a pair by a tenth of a standardized unit of the condition
+# costs as much as a whole unit of y, so pairs stay within close conditions.
+CONDITION_WEIGHT = 10.0
+
+
 class _Minibatches:
     """Draws ``(t, x_t, u_t)``: weighted rows, noise paired by the path, times.
 
@@ -103,6 +109,13 @@ class _Minibatches:
     float64 fits with one seed see the same minibatches, times and noise.
     The data may stay on the CPU (too large for an accelerator): then each
     minibatch is gathered there and copied to the weights' device.
+
+    With ``n_targets`` set, a row is ``[y, x]``: only its first
+    ``n_targets`` coordinates (y) travel the path, the condition x is
+    appended to x_t unchanged, and u_t is y's velocity alone. Minibatch OT
+    then pairs noise and rows by their distance in ``[y, CONDITION_WEIGHT
+    x]``, so that noise drawn beside one condition is rarely handed to a
+    far-away one (conditional OT, Kerrigan et al., 2024).
     """
 
     def __init__(
@@ -116,8 +129,10 @@ class _Minibatches:
         dequantize: torch.Tensor | None,
         time_sampling: str,
         time_skew: float,
+        n_targets: int | None = None,
     ) -> None:
         self.path, self.data, self.batch_size = path, data, batch_size
+        self.n_targets = data.shape[1] if n_targets is None else n_targets
         self.generator, self.dequantize = generator, dequantize
         self.device = sample_weight.device
         self.cumulative_weight = torch.cumsum(sample_weight.to(data.dtype), 0)
@@ -141,10 +156,18 @@ class _Minibatches:
         x1 = self.data[rows.to(self.data.device)].to(self.device, non_blocking=True)
         if self.dequantize is not None:
             x1 = x1 + self.uniform(n, n_features) * self.dequantize
-        x0 = self.path.couple(self.normal(n, n_features), x1)
+        k = self.n_targets
+        if k == n_features:
+            x0 = self.path.couple(self.normal(n, n_features), x1)
+            t = self.draw_times(self.uniform, self.normal, n, self.time_skew)
+            return t, *self.path.interpolate(x0, x1, t, self.normal(n, n_features))
+        y1, condition = x1[:, :k], x1[:, k:]
+        weighted = CONDITION_WEIGHT * condition
+        noise = torch.cat([self.normal(n, k), weighted], dim=1)
+        x0 = self.path.couple(noise, torch.cat([y1, weighted], dim=1))[:, :k]
         t = self.draw_times(self.uniform, self.normal, n, self.time_skew)
-        x_t, u_t = self.path.interpolate(x0, x1, t, self.normal(n, n_features))
-        return t, x_t, u_t
+        y_t, u_t = self.path.interpolate(x0, y1, t, self.normal(n, k))
+        return t, torch.cat([y_t, condition], dim=1), u_t
 
 
 class _Progress:
@@ -192,6 +215,7 @@ def train_vector_field(
     time_sampling: str = "power",
     time_skew: float = 0.0,
     gradient_clip_norm: float | None = None,
+    n_targets: int | None = None,
     verbose: int = 0,
 ) -> tuple[nn.Module, list[float], list[float]]:
     """Regress ``field`` on the path's targets by minibatch flow matching.
@@ -224,6 +248,9 @@ def train_vector_field(
         the best; None trains for ``max_iter`` steps.
     warmup_fraction, ema_decay, time_sampling, time_skew, gradient_clip_norm
         The recipe's constants (see ``skflow._recipe.Recipe``).
+    n_targets : int, default=None
+        For a conditional field, rows of ``data`` are ``[y, x]`` and y has
+        this many columns (see ``_Minibatches``); None: unconditional.
     verbose : int
         Progress reports (see ``_Progress``).
 
@@ -255,6 +282,7 @@ def train_vector_field(
         dequantize=dequantize,
         time_sampling=time_sampling,
         time_skew=time_skew,
+        n_targets=n_targets,
     )
     optimizer = _adam(field.parameters(), learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -270,7 +298,7 @@ def train_vector_field(
     try:
         for step in range(max_iter):
             t, x_t, u_t = minibatches()
-            loss = (field(t, x_t) - u_t).square().mean()
+            loss = (field(t, x_t)[:, : u_t.shape[1]] - u_t).square().mean()
             _descend(loss, field, optimizer, gradient_clip_norm)
             scheduler.step()
             ema.update(field, step)
@@ -355,7 +383,7 @@ def _check_better_than_zero_field(
     loss = target = 0.0
     for _ in range(_CHECK_BATCHES):
         t, x_t, u_t = minibatches()
-        loss += float((field(t, x_t) - u_t).square().mean())
+        loss += float((field(t, x_t)[:, : u_t.shape[1]] - u_t).square().mean())
         target += float(u_t.square().mean())
     if not loss <= ZERO_FIELD_LOSS_RATIO * target:
         raise FloatingPointError(

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
-from numbers import Integral, Real
+from numbers import Integral
 from typing import ClassVar
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, DensityMixin, _fit_context
+from sklearn.base import DensityMixin, _fit_context
 from sklearn.utils import check_scalar
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import (
@@ -19,18 +16,17 @@ from ._device import (
     check_dtype_on_device,
     draw_seed,
     make_generator,
-    on_available_device,
     resolve_device,
     standardized_tensor,
     to_tensor,
     training_data_device,
 )
-from ._early_stopping import check_beats_base_density, hold_out
-from ._inference import log_densities, rows_per_chunk, samples
+from ._flow_estimator import FlowEstimator, restored_on_failure
+from ._inference import log_densities, samples
 from ._likelihood_error import likelihood_error, rows_to_measure
 from ._nets import VectorField
-from ._ode import DIVERGENCES, SOLVERS, check_solver
-from ._paths import PATHS, make_path
+from ._ode import check_solver
+from ._paths import make_path
 from ._preprocessing import (
     check_sample_weight,
     dequantized,
@@ -38,29 +34,11 @@ from ._preprocessing import (
     log_jacobian,
     to_data_units,
 )
-from ._recipe import Recipe
-from ._training import diverged_message, train_vector_field
 
 __all__ = ["FlowMatchingDensity"]
 
 
-@contextlib.contextmanager
-def _restored_on_failure(estimator):
-    """Undo every attribute change of a fit that raises, interrupts included.
-
-    A refit that fails must leave a previously fitted model as it was, not
-    half-replaced (``validate_data`` already resets ``n_features_in_``).
-    """
-    state = dict(vars(estimator))
-    try:
-        yield
-    except BaseException:
-        vars(estimator).clear()
-        vars(estimator).update(state)
-        raise
-
-
-class FlowMatchingDensity(DensityMixin, BaseEstimator):
+class FlowMatchingDensity(DensityMixin, FlowEstimator):
     """Density estimation with a continuous normalizing flow trained by flow matching.
 
     A neural vector field v(t, z) is trained by flow matching (Lipman et al.,
@@ -283,40 +261,8 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
     (5, 2)
     """
 
-    # Every training constant that is not a parameter. Studies subclass the
-    # estimator with another Recipe (see skflow/_recipe.py).
-    _recipe: ClassVar[Recipe] = Recipe()
     # The network class; a study of other architectures subclasses this too.
     _network: ClassVar[type[VectorField]] = VectorField
-
-    _parameter_constraints: ClassVar[dict] = {
-        "path": [StrOptions(set(PATHS))],
-        "sigma": [Interval(Real, 0, None, closed="left")],
-        "hidden_layer_sizes": [
-            "array-like",
-            Interval(Integral, 1, None, closed="left"),
-        ],
-        "max_iter": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), None],
-        "dequantize": ["boolean"],
-        "solver": [StrOptions(set(SOLVERS))],
-        "n_steps": [Interval(Integral, 1, None, closed="left"), None],
-        "rtol": [Interval(Real, 0, None, closed="neither")],
-        "atol": [Interval(Real, 0, None, closed="neither")],
-        "divergence": [StrOptions(set(DIVERGENCES))],
-        "n_probes": [Interval(Integral, 1, None, closed="left")],
-        "inference_batch_size": [
-            Interval(Integral, 1, None, closed="left"),
-            StrOptions({"auto"}),
-        ],
-        "device": [str, torch.device],
-        "dtype": [StrOptions(set(DTYPES))],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-    }
 
     def __init__(
         self,
@@ -402,7 +348,7 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         of the weights so far: ``n_iter_`` says how many steps were taken.
         Any error leaves the estimator as it was before the call.
         """
-        with _restored_on_failure(self):
+        with restored_on_failure(self):
             return self._fit(X, sample_weight)
 
     def _fit(self, X, sample_weight):
@@ -452,44 +398,6 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         self.likelihood_error_ = error
         self._probe_seed = probe_seed
         return self
-
-    def _train(
-        self, field, path, data, weights, sample_weight, dequantize, rng, generator
-    ):
-        """Flow matching on ``data``, with early stopping where rows are held out."""
-        max_iter = self._max_iter(len(data))
-        # Held-out rows get weight 0: the sampler never draws them.
-        validation_score = self._held_out_score(
-            data, weights, sample_weight, path, dequantize, rng
-        )
-        recipe = self._recipe
-        field, loss_curve, validation_scores = train_vector_field(
-            field,
-            path,
-            data,
-            weights,
-            max_iter=max_iter,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            generator=generator,
-            dequantize=dequantize,
-            validation_score=validation_score,
-            validation_every=recipe.validation_every(max_iter),
-            n_iter_no_change=self.n_iter_no_change,
-            warmup_fraction=recipe.warmup_fraction,
-            ema_decay=recipe.ema_decay,
-            time_sampling=recipe.time_sampling,
-            time_skew=recipe.time_skew,
-            gradient_clip_norm=recipe.gradient_clip_norm,
-            verbose=self.verbose,
-        )
-        if validation_score is not None:
-            check_beats_base_density(
-                validation_scores,
-                validation_score,
-                lambda what: diverged_message(what, self.learning_rate),
-            )
-        return field, loss_curve, validation_scores, validation_score
 
     def _measure_likelihood_error(self, field, path, held_out, seed) -> dict:
         """``likelihood_error_``: the solver's error on a few held-out rows,
@@ -624,22 +532,6 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
         )
         return log_density + log_jacobian(self.scale_)
 
-    def _held_out_score(self, data, weights, sample_weight, path, dequantize, rng):
-        """The early-stopping score of held-out rows, or None (a study may
-        override this); the held-out rows' training weights are set to 0."""
-        if self.n_iter_no_change is None:
-            return None
-        return hold_out(
-            data,
-            weights,
-            sample_weight,
-            path,
-            dequantize,
-            rng,
-            fraction=self.validation_fraction,
-            recipe=self._recipe,
-        )
-
     def _build_field(self, n_features, hidden_layer_sizes, seed) -> VectorField:
         """A new ``_network``, on the CPU in float32.
 
@@ -657,51 +549,3 @@ class FlowMatchingDensity(DensityMixin, BaseEstimator):
                 fourier_scale=recipe.fourier_scale(n_features),
                 activation=recipe.activation,
             )
-
-    def _solver_options(self) -> dict:
-        return {
-            "solver": self.solver,
-            "n_steps": self.n_steps,
-            "rtol": self.rtol,
-            "atol": self.atol,
-        }
-
-    def _rows_per_chunk(self, n_directions: int) -> int:
-        return rows_per_chunk(
-            self.inference_batch_size,
-            max(self.vector_field_.hidden_layer_sizes),
-            n_directions,
-            self.device_,
-        )
-
-    def _max_iter(self, n_samples: int) -> int:
-        if self.max_iter != "auto":
-            return self.max_iter
-        return self._recipe.max_iter(n_samples)
-
-    def _check_hidden_layer_sizes(self) -> tuple[int, ...]:
-        sizes = self.hidden_layer_sizes
-        sizes = (sizes,) if isinstance(sizes, Integral) else tuple(sizes)
-        if not sizes or any(
-            not isinstance(size, Integral) or size < 1 for size in sizes
-        ):
-            raise ValueError(
-                "hidden_layer_sizes must be a positive int or a non-empty "
-                f"sequence of positive ints, got {self.hidden_layer_sizes!r}."
-            )
-        return tuple(int(size) for size in sizes)
-
-    def __getstate__(self):
-        # Store the field on the CPU, so a model fitted on a GPU unpickles
-        # on a machine without one.
-        state = dict(super().__getstate__())
-        if "vector_field_" in state:
-            state["vector_field_"] = copy.deepcopy(state["vector_field_"]).to("cpu")
-        return state
-
-    def __setstate__(self, state):
-        if "vector_field_" in state:
-            state["vector_field_"], state["device_"] = on_available_device(
-                state["vector_field_"], state["device_"]
-            )
-        super().__setstate__(state)

@@ -11,7 +11,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._docstrings import numpydoc_section
-from .density import FlowMatchingDensity, _restored_on_failure
+from ._flow_estimator import restored_on_failure
+from .density import FlowMatchingDensity
 
 __all__ = ["FlowMatchingOutlierDetector"]
 
@@ -91,7 +92,7 @@ class FlowMatchingOutlierDetector(OutlierMixin, FlowMatchingDensity):
         self : object
             The fitted detector.
         """
-        with _restored_on_failure(self):
+        with restored_on_failure(self):
             super().fit(X, y, sample_weight=sample_weight)
             self.offset_ = self._offset(X)
         return self

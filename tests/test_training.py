@@ -166,7 +166,7 @@ def test_short_fits_of_test_configurations_pass_the_divergence_checks(configurat
 
 def test_a_held_out_score_far_below_the_base_densitys_is_refused():
     class Scores:  # a held-out score whose base density scores -4 per row
-        z = torch.zeros(10, 2)
+        n_targets = 2
 
         def base_score(self):
             return -4.0

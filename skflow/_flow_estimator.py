@@ -1,0 +1,198 @@
+"""What the flow-matching estimators share: parameters, training, pickling.
+
+:class:`~skflow.FlowMatchingDensity` models p(x) and
+:class:`~skflow.ConditionalFlowMatchingDensity` models p(y | x) with the same
+field, training loop and solvers; ``FlowEstimator`` holds the parameters
+they share and the steps of ``fit`` and of scoring that do not depend on
+what is modelled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from numbers import Integral, Real
+from typing import ClassVar
+
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._device import DTYPES, on_available_device
+from ._early_stopping import check_beats_base_density, hold_out
+from ._inference import rows_per_chunk
+from ._ode import DIVERGENCES, SOLVERS
+from ._paths import PATHS
+from ._recipe import Recipe
+from ._training import diverged_message, train_vector_field
+
+__all__ = ["FlowEstimator", "restored_on_failure"]
+
+
+@contextlib.contextmanager
+def restored_on_failure(estimator):
+    """Undo every attribute change of a fit that raises, interrupts included.
+
+    A refit that fails must leave a previously fitted model as it was, not
+    half-replaced (``validate_data`` already resets ``n_features_in_``).
+    """
+    state = dict(vars(estimator))
+    try:
+        yield
+    except BaseException:
+        vars(estimator).clear()
+        vars(estimator).update(state)
+        raise
+
+
+class FlowEstimator(BaseEstimator):
+    """The parameters and private steps the flow-matching estimators share."""
+
+    # Every training constant that is not a parameter. Studies subclass the
+    # estimator with another Recipe (see skflow/_recipe.py).
+    _recipe: ClassVar[Recipe] = Recipe()
+
+    _parameter_constraints: ClassVar[dict] = {
+        "path": [StrOptions(set(PATHS))],
+        "sigma": [Interval(Real, 0, None, closed="left")],
+        "hidden_layer_sizes": [
+            "array-like",
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "max_iter": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), None],
+        "dequantize": ["boolean"],
+        "solver": [StrOptions(set(SOLVERS))],
+        "n_steps": [Interval(Integral, 1, None, closed="left"), None],
+        "rtol": [Interval(Real, 0, None, closed="neither")],
+        "atol": [Interval(Real, 0, None, closed="neither")],
+        "divergence": [StrOptions(set(DIVERGENCES))],
+        "n_probes": [Interval(Integral, 1, None, closed="left")],
+        "inference_batch_size": [
+            Interval(Integral, 1, None, closed="left"),
+            StrOptions({"auto"}),
+        ],
+        "device": [str, torch.device],
+        "dtype": [StrOptions(set(DTYPES))],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def _train(
+        self,
+        field,
+        path,
+        data,
+        weights,
+        sample_weight,
+        dequantize,
+        rng,
+        generator,
+        n_targets=None,
+    ):
+        """Flow matching on ``data``, with early stopping where rows are held
+        out; ``n_targets``: rows are ``[y, x]`` for a conditional field."""
+        max_iter = self._max_iter(len(data))
+        # Held-out rows get weight 0: the sampler never draws them.
+        validation_score = self._held_out_score(
+            data, weights, sample_weight, path, dequantize, rng, n_targets
+        )
+        recipe = self._recipe
+        field, loss_curve, validation_scores = train_vector_field(
+            field,
+            path,
+            data,
+            weights,
+            max_iter=max_iter,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            generator=generator,
+            dequantize=dequantize,
+            validation_score=validation_score,
+            validation_every=recipe.validation_every(max_iter),
+            n_iter_no_change=self.n_iter_no_change,
+            warmup_fraction=recipe.warmup_fraction,
+            ema_decay=recipe.ema_decay,
+            time_sampling=recipe.time_sampling,
+            time_skew=recipe.time_skew,
+            gradient_clip_norm=recipe.gradient_clip_norm,
+            n_targets=n_targets,
+            verbose=self.verbose,
+        )
+        if validation_score is not None:
+            check_beats_base_density(
+                validation_scores,
+                validation_score,
+                lambda what: diverged_message(what, self.learning_rate),
+            )
+        return field, loss_curve, validation_scores, validation_score
+
+    def _held_out_score(
+        self, data, weights, sample_weight, path, dequantize, rng, n_targets=None
+    ):
+        """The early-stopping score of held-out rows, or None (a study may
+        override this); the held-out rows' training weights are set to 0."""
+        if self.n_iter_no_change is None:
+            return None
+        return hold_out(
+            data,
+            weights,
+            sample_weight,
+            path,
+            dequantize,
+            rng,
+            fraction=self.validation_fraction,
+            recipe=self._recipe,
+            n_targets=n_targets,
+        )
+
+    def _solver_options(self) -> dict:
+        return {
+            "solver": self.solver,
+            "n_steps": self.n_steps,
+            "rtol": self.rtol,
+            "atol": self.atol,
+        }
+
+    def _rows_per_chunk(self, n_directions: int) -> int:
+        return rows_per_chunk(
+            self.inference_batch_size,
+            max(self.vector_field_.hidden_layer_sizes),
+            n_directions,
+            self.device_,
+        )
+
+    def _max_iter(self, n_samples: int) -> int:
+        if self.max_iter != "auto":
+            return self.max_iter
+        return self._recipe.max_iter(n_samples)
+
+    def _check_hidden_layer_sizes(self) -> tuple[int, ...]:
+        sizes = self.hidden_layer_sizes
+        sizes = (sizes,) if isinstance(sizes, Integral) else tuple(sizes)
+        if not sizes or any(
+            not isinstance(size, Integral) or size < 1 for size in sizes
+        ):
+            raise ValueError(
+                "hidden_layer_sizes must be a positive int or a non-empty "
+                f"sequence of positive ints, got {self.hidden_layer_sizes!r}."
+            )
+        return tuple(int(size) for size in sizes)
+
+    def __getstate__(self):
+        # Store the field on the CPU, so a model fitted on a GPU unpickles
+        # on a machine without one.
+        state = dict(super().__getstate__())
+        if "vector_field_" in state:
+            state["vector_field_"] = copy.deepcopy(state["vector_field_"]).to("cpu")
+        return state
+
+    def __setstate__(self, state):
+        if "vector_field_" in state:
+            state["vector_field_"], state["device_"] = on_available_device(
+                state["vector_field_"], state["device_"]
+            )
+        super().__setstate__(state)
