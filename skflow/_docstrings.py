@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["numpydoc_section"]
+__all__ = ["numpydoc_section", "replace_entry"]
 
 
 def numpydoc_section(doc: str, title: str) -> str:
@@ -15,3 +15,13 @@ def numpydoc_section(doc: str, title: str) -> str:
         flags=re.S,
     )
     return match.group(1).rstrip() + "\n"
+
+
+def replace_entry(section: str, name: str, entry: str) -> str:
+    """``section`` with the entry of the parameter ``name`` replaced by
+    ``entry`` (its ``name : type`` line and text, 4-space indent)."""
+    pattern = rf"    {name} : .*?\n(?=    \w+ : |\Z)"
+    replaced, count = re.subn(pattern, entry + "\n", section, count=1, flags=re.S)
+    if count != 1:
+        raise ValueError(f"no entry {name!r} in the section")
+    return replaced

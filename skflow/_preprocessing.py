@@ -95,27 +95,32 @@ def standardize(
 
 
 def fit_standardization(
-    X: np.ndarray, sample_weight: np.ndarray, *, dequantize: bool, sigma: float
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    *,
+    dequantize: bool,
+    sigma: float,
+    name: str = "X",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The columns' means and scales, and the mask of discrete columns.
 
     Raises a ValueError where a mean or variance overflows float64, and
     warns of constant columns (the model puts a spike of width about
-    ``sigma`` there).
+    ``sigma`` there); ``name`` names the data in the messages.
     """
     discrete = integer_columns(X) if dequantize else np.zeros(X.shape[1], bool)
     with np.errstate(over="ignore", invalid="ignore"):
         mean, scale, constant = standardize(X, sample_weight, discrete)
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
         raise ValueError(
-            "X has values too large to standardize: a column's mean or "
-            "variance overflows float64. Rescale X (e.g. divide it by "
+            f"{name} has values too large to standardize: a column's mean or "
+            f"variance overflows float64. Rescale {name} (e.g. divide it by "
             "its largest absolute value)."
         )
     if constant.any():
         warnings.warn(
             f"Feature(s) {np.flatnonzero(constant).tolist()} are constant "
-            "in X: the model puts a spike of width about sigma "
+            f"in {name}: the model puts a spike of width about sigma "
             f"({sigma:g}, in their units) there, so log densities "
             "are large and depend on sigma. Drop constant features that "
             "carry no information.",
