@@ -1,15 +1,22 @@
-"""The ``skflow`` command line: demo, fit, score, sample.
+"""The ``skflow`` command line: demo, fit, score, sample, predict.
 
 Every estimator parameter is an option of ``skflow fit`` (``max_iter`` is
 ``--max-iter``), with the estimator's own docstring as help text. User
 errors print one line and exit with status 1 (2 for a bad command line);
 models are written with :func:`skflow.save`, so ``skflow score`` never
 unpickles a file.
+
+``--target`` makes a conditional model, p(y | X): it names the columns of
+a data file that are y, the others being X in their order. The model file
+holds the estimator only, as :func:`skflow.save` writes it from Python, so
+``skflow score`` takes ``--target`` again to split its data file the same
+way; ``skflow sample`` and ``skflow predict`` read a file of conditions.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import re
 import sys
@@ -23,6 +30,7 @@ from ._docstrings import numpydoc_section
 from ._files import write_atomically
 from ._ode import SolveFailedError
 from ._version import __version__
+from .conditional import ConditionalFlowMatchingDensity
 from .density import FlowMatchingDensity
 from .persistence import load, save
 
@@ -77,9 +85,7 @@ def read_data(path: str) -> np.ndarray:
         raise FileNotFoundError(f"{path}: no such file")
     if file.suffix == ".npy":
         return np.load(file, allow_pickle=False)  # never unpickle user data
-    with open(file, encoding="utf-8-sig") as handle:
-        first = handle.readline().strip().split(",")
-    header = int(bool(first != [""] and not any(map(_is_number, first))))
+    header = int(read_header(path) is not None)
     with warnings.catch_warnings(), open(file, encoding="utf-8-sig") as handle:
         warnings.simplefilter("ignore")  # "input contained no data"
         try:
@@ -87,6 +93,69 @@ def read_data(path: str) -> np.ndarray:
         except ValueError:
             pass
     raise ValueError(f"{path}: {_first_bad_line(file, header)}")
+
+
+def read_header(path: str) -> list[str] | None:
+    """The column names of a CSV file with a header row, else None."""
+    if Path(path).suffix == ".npy":
+        return None
+    with open(path, encoding="utf-8-sig") as handle:
+        first = handle.readline().strip().split(",")
+    if first == [""] or any(map(_is_number, first)):
+        return None
+    return [cell.strip() for cell in first]
+
+
+def target_columns(text: str, path: str, n_columns: int) -> list[int]:
+    """The 0-based indices of the columns ``--target`` names in ``path``.
+
+    ``text`` is comma-separated column numbers (0-based) or names from the
+    file's header row (a header has no numeric cell, so a number is always
+    a position). y takes the columns in the order given.
+    """
+    header = read_header(path)
+    columns = []
+    for cell in (cell.strip() for cell in text.split(",")):
+        if re.fullmatch(r"[+-]?\d+", cell):
+            column = int(cell)
+        elif not cell:
+            raise ValueError(f"--target {text!r} has an empty column name")
+        elif header is None:
+            raise ValueError(
+                f"--target names column {cell!r}, but {path} has no header row: "
+                "give column numbers (0-based)"
+            )
+        elif cell not in header:
+            raise ValueError(f"--target: {path} has no column {cell!r} in its header")
+        elif header.count(cell) > 1:
+            raise ValueError(f"--target: {path} has two columns named {cell!r}")
+        else:
+            column = header.index(cell)
+        if not 0 <= column < n_columns:
+            raise ValueError(
+                f"--target column {column} is not in {path}, whose {n_columns} "
+                f"columns are numbered 0 to {n_columns - 1}"
+            )
+        if column in columns:
+            raise ValueError(f"--target names column {column} twice")
+        columns.append(column)
+    if len(columns) == n_columns:
+        raise ValueError(
+            f"--target takes all {n_columns} columns of {path}: the conditions "
+            "X need at least one"
+        )
+    return columns
+
+
+def read_pairs(path: str, target: str) -> tuple[np.ndarray, np.ndarray]:
+    """X and y from a data file: y the ``--target`` columns (1-D for one
+    column), X the others in their order."""
+    data = read_data(path)
+    if data.ndim != 2:
+        raise ValueError(f"{path}: expected a table, not an array of {data.ndim} dims")
+    targets = target_columns(target, path, data.shape[1])
+    y = data[:, targets]
+    return np.delete(data, targets, axis=1), (y[:, 0] if len(targets) == 1 else y)
 
 
 def _is_number(cell: str) -> bool:
@@ -146,16 +215,18 @@ def _check_output(path: str | None) -> None:
         raise PermissionError(f"{path}: cannot write there")
 
 
-def _check_sample_size(n_samples: int, n_features: int) -> None:
-    """Refuse a sample larger than half this machine's memory."""
+def _check_sample_size(n_samples: int, n_columns: int, n_conditions=None) -> None:
+    """Refuse a sample larger than half this machine's memory (for a
+    conditional model, rows ``[y, x]`` for each of ``n_conditions``)."""
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):  # not a POSIX system
         memory = 2**34
-    needed = n_samples * n_features * 8
+    needed = n_samples * n_columns * (n_conditions or 1) * 8
     if needed > memory // 2:
+        each = "" if n_conditions is None else f" for each of {n_conditions} rows"
         raise ValueError(
-            f"-n {n_samples} samples of {n_features} features take "
+            f"-n {n_samples} samples of {n_columns} columns{each} take "
             f"{needed / 2**30:.3g} GiB, more than half this machine's memory; "
             "draw fewer at a time (with other --random-state values)"
         )
@@ -163,36 +234,96 @@ def _check_sample_size(n_samples: int, n_features: int) -> None:
 
 def _fit(args) -> None:
     _check_output(args.output)
-    X = read_data(args.data)
     params = {
         name: _parse_value(value)
         for name, value in vars(args).items()
         if name in FlowMatchingDensity().get_params() and value is not None
     }
-    estimator = FlowMatchingDensity(**params).fit(X)
+    if args.target is None:
+        X = read_data(args.data)
+        estimator = FlowMatchingDensity(**params).fit(X)
+        shape = f"{X.shape[0]} rows x {X.shape[1]} columns"
+    else:
+        X, y = read_pairs(args.data, args.target)
+        estimator = ConditionalFlowMatchingDensity(**params).fit(X, y)
+        shape = (
+            f"{len(X)} rows: {estimator.n_targets_} target and "
+            f"{estimator.n_features_in_} condition columns"
+        )
     save(estimator, args.output)
-    n_rows, n_columns = X.shape
-    print(f"fitted on {n_rows} rows x {n_columns} columns; wrote {args.output}")
+    print(f"fitted on {shape}; wrote {args.output}")
+
+
+def _load(path: str, conditional: bool, why: str):
+    """The model in ``path``; a user error if it is (not) conditional."""
+    estimator = load(path)
+    if isinstance(estimator, ConditionalFlowMatchingDensity) != conditional:
+        kind = "an unconditional" if conditional else "a conditional"
+        raise ValueError(f"{path} holds {kind} model: {why}")
+    return estimator
 
 
 def _score(args) -> None:
     _check_output(args.output)
-    write_data(load(args.model).score_samples(read_data(args.data)), args.output)
+    if args.target is None:
+        estimator = _load(
+            args.model,
+            False,
+            "give --target with the columns of DATA that are y, as at fit time",
+        )
+        write_data(estimator.score_samples(read_data(args.data)), args.output)
+        return
+    estimator = _load(args.model, True, "drop --target, every column of DATA is scored")
+    X, y = read_pairs(args.data, args.target)
+    write_data(estimator.score_samples(X, y), args.output)
 
 
 def _sample(args) -> None:
     _check_output(args.output)
-    estimator = load(args.model)
-    _check_sample_size(args.n_samples, estimator.n_features_in_)
-    write_data(
-        estimator.sample(args.n_samples, random_state=args.random_state), args.output
+    if args.conditions is None:
+        estimator = _load(
+            args.model,
+            False,
+            "give a file of conditions, one row each: skflow sample MODEL "
+            "CONDITIONS -n N",
+        )
+        _check_sample_size(args.n_samples, estimator.n_features_in_)
+        draws = estimator.sample(args.n_samples, random_state=args.random_state)
+        write_data(draws, args.output)
+        return
+    estimator = _load(
+        args.model, True, f"it takes no conditions, drop {args.conditions}"
     )
+    X = read_data(args.conditions)
+    _check_sample_size(
+        args.n_samples, estimator.n_targets_ + estimator.n_features_in_, len(X)
+    )
+    draws = estimator.sample(X, args.n_samples, random_state=args.random_state)
+    # Row i * N + j: draw j given row i of the conditions.
+    write_data(draws.reshape(-1, estimator.n_targets_), args.output)
+
+
+def _predict(args) -> None:
+    _check_output(args.output)
+    estimator = _load(
+        args.model, True, "predict is for models of p(y | X) (skflow fit --target)"
+    )
+    means = estimator.predict(read_data(args.conditions), args.n_samples)
+    write_data(means, args.output)
 
 
 def _demo(args) -> None:
     from ._demo import run_demo
 
     run_demo(args.output, max_iter=args.max_iter)
+
+
+_TARGET_HELP = (
+    "the columns of DATA that are y, comma-separated: numbers from 0 or names "
+    "from its header row (--target 3 or --target price,volume). The model is "
+    "then ConditionalFlowMatchingDensity, p(y | X), X being the other columns "
+    "in their order; its dequantize defaults to False."
+)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -232,12 +363,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "fit",
         help="fit a model on DATA and save it",
         description="Fit FlowMatchingDensity on DATA (CSV with or without a "
-        "header row, or .npy) and save it with skflow.save. Every estimator "
-        "parameter is an option; tuples are comma-separated "
-        "(--hidden-layer-sizes 64,64), None is 'none'.",
+        "header row, or .npy) and save it with skflow.save; with --target, fit "
+        "ConditionalFlowMatchingDensity, the density of those columns given "
+        "the others. Every estimator parameter is an option; tuples are "
+        "comma-separated (--hidden-layer-sizes 64,64), None is 'none'.",
     )
     fit.add_argument("data", help="training data: CSV or .npy, one row per sample")
     fit.add_argument("-o", "--output", required=True, help="model file to write")
+    fit.add_argument("--target", help=_TARGET_HELP)
     docs = parameter_docs(FlowMatchingDensity.__doc__)
     for name in FlowMatchingDensity().get_params():
         fit.add_argument(
@@ -249,23 +382,43 @@ def _build_parser() -> argparse.ArgumentParser:
         "score",
         help="log density of each row of DATA",
         description="Write the log density of each row of DATA under MODEL, "
-        "one per line (CSV), or as .npy.",
+        "one per line (CSV), or as .npy. For a conditional model, --target "
+        "names the columns of DATA that are y, as at fit time, and each line "
+        "is log p(y | x) of a row.",
     )
     score.add_argument("model", help="a model written by skflow fit or skflow.save")
     score.add_argument("data", help="points to score: CSV or .npy")
     score.add_argument(
         "-o", "--output", help="CSV or .npy file (default: standard output)"
     )
+    score.add_argument(
+        "--target",
+        help="conditional model: the columns of DATA that are y, as given to "
+        "skflow fit --target (the others are X, in their order)",
+    )
     score.set_defaults(run=_score)
 
     sample = commands.add_parser(
         "sample",
         help="draw samples from a model",
-        description="Draw N samples from MODEL, one row each (CSV), or as .npy.",
+        description="Draw N samples from MODEL, one row each (CSV), or as .npy. "
+        "A conditional model needs CONDITIONS, a file of rows of X: it draws N "
+        "targets y given each row, N lines per row, those of its first row "
+        "first.",
     )
     sample.add_argument("model", help="a model written by skflow fit or skflow.save")
     sample.add_argument(
-        "-n", "--n-samples", type=int, required=True, help="number of samples"
+        "conditions",
+        nargs="?",
+        help="conditional model: rows of X, CSV or .npy (the columns of the "
+        "training data other than --target, in their order)",
+    )
+    sample.add_argument(
+        "-n",
+        "--n-samples",
+        type=int,
+        required=True,
+        help="number of samples (per row of CONDITIONS)",
     )
     sample.add_argument(
         "-o", "--output", help="CSV or .npy file (default: standard output)"
@@ -274,6 +427,32 @@ def _build_parser() -> argparse.ArgumentParser:
         "--random-state", type=int, default=None, help="seed for reproducible samples"
     )
     sample.set_defaults(run=_sample)
+
+    predict = commands.add_parser(
+        "predict",
+        help="conditional mean of y given each row of CONDITIONS",
+        description="Write E[y | x] under a conditional MODEL for each row x of "
+        "CONDITIONS, one line each (CSV), or as .npy: the mean of N draws "
+        "given the row, from a noise the model keeps, so a row's prediction "
+        "is the same in every call.",
+    )
+    predict.add_argument("model", help="a model written by skflow fit --target")
+    predict.add_argument(
+        "conditions", help="rows of X, CSV or .npy (as for skflow sample)"
+    )
+    predict.add_argument(
+        "-n",
+        "--n-samples",
+        type=int,
+        default=inspect.signature(ConditionalFlowMatchingDensity.predict)
+        .parameters["n_samples"]
+        .default,
+        help="draws per row, rounded up to an even number (default: %(default)s)",
+    )
+    predict.add_argument(
+        "-o", "--output", help="CSV or .npy file (default: standard output)"
+    )
+    predict.set_defaults(run=_predict)
     return parser
 
 

@@ -330,8 +330,10 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
         The mean of ``n_samples`` draws of the model given each row, in
         antithetic pairs (noise and its negative). The noise comes from a
         seed kept by the fitted model and is the same for every row, so a
-        row's prediction depends neither on the call nor on the other rows;
-        its Monte Carlo error shrinks as 1 / sqrt(n_samples).
+        row's prediction depends neither on the call nor on the other rows.
+        Its Monte Carlo error shrinks as 1 / sqrt(n_samples) and, the noise
+        being fixed, is the same at every call: pass a larger
+        ``n_samples`` for a more precise mean (each draw is one ODE solve).
 
         Parameters
         ----------
@@ -465,8 +467,8 @@ _PARAMETERS = replace_entry(
     "dequantize",
     _DEQUANTIZE,
 )
-ConditionalFlowMatchingDensity.__doc__ = f"""Conditional density estimation:
-    p(y | X) by a continuous normalizing flow trained by flow matching.
+_SUMMARY = "Conditional density p(y | X) by flow matching."
+ConditionalFlowMatchingDensity.__doc__ = f"""{_SUMMARY}
 
     A probabilistic regressor whose prediction is a whole density: the
     vector field moves the targets y from Gaussian noise (t = 0) to the data

@@ -19,16 +19,18 @@ import json
 import math
 import os
 import warnings
-from typing import IO
+from collections.abc import Callable
+from typing import IO, NamedTuple
 
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ._file_format import parse, read_bytes, write
-from ._nets import VectorField
+from ._nets import _ACTIVATIONS, ConditionalVectorField, VectorField
 from ._paths import PATHS, ProbabilityPath, make_path
 from ._version import __version__
+from .conditional import ConditionalFlowMatchingDensity
 from .density import FlowMatchingDensity
 from .outlier import FlowMatchingOutlierDetector
 
@@ -38,26 +40,38 @@ _FORMAT = "skflow-model"
 # Bump when a file written by this version could not be read by the last.
 # 2 (skflow 0.2.0): random Fourier features in the vector field.
 # 3 (skflow 0.4.0): a JSON header and raw arrays instead of a torch zip file.
+# A ConditionalFlowMatchingDensity file is format 3 too: the other classes'
+# files are unchanged, and an older skflow refuses it as an unknown estimator.
 FORMAT_VERSION = 3
 _READABLE_FORMATS = (1, 2, 3)
 _ESTIMATORS = {
-    cls.__name__: cls for cls in (FlowMatchingDensity, FlowMatchingOutlierDetector)
+    cls.__name__: cls
+    for cls in (
+        FlowMatchingDensity,
+        FlowMatchingOutlierDetector,
+        ConditionalFlowMatchingDensity,
+    )
 }
-# Fitted state that is private but needed to score as before.
-_PRIVATE_FITTED = ("_probe_seed",)
+# Fitted state that is private but needed to score as before (_y_ndim: the
+# shape of a conditional model's draws and predictions).
+_PRIVATE_FITTED = ("_probe_seed", "_y_ndim")
 # Limits on what a header may claim, far above any real model.
 _MAX_WIDTH = 2**16
 _MAX_LAYERS = 64
 
 PathLike = str | os.PathLike | IO[bytes]
+Estimator = (
+    FlowMatchingDensity | FlowMatchingOutlierDetector | ConditionalFlowMatchingDensity
+)
 
 
-def save(estimator: FlowMatchingDensity, file: PathLike) -> None:
+def save(estimator: Estimator, file: PathLike) -> None:
     """Save a fitted skflow estimator to a file that loads without pickle.
 
     Parameters
     ----------
-    estimator : FlowMatchingDensity or FlowMatchingOutlierDetector
+    estimator : FlowMatchingDensity, FlowMatchingOutlierDetector or \
+            ConditionalFlowMatchingDensity
         A fitted estimator.
     file : str, path-like or binary file object
         Where to write. A path is written atomically: to a temporary file
@@ -115,7 +129,7 @@ def save(estimator: FlowMatchingDensity, file: PathLike) -> None:
     write(header, arrays, file)
 
 
-def load(file: PathLike) -> FlowMatchingDensity:
+def load(file: PathLike) -> Estimator:
     """Load an estimator written by :func:`save`, without unpickling anything.
 
     Parameters
@@ -126,9 +140,11 @@ def load(file: PathLike) -> FlowMatchingDensity:
 
     Returns
     -------
-    estimator : FlowMatchingDensity or FlowMatchingOutlierDetector
-        The fitted estimator, on the device it was fitted on if this machine
-        has it, on the CPU otherwise (with a warning).
+    estimator : FlowMatchingDensity, FlowMatchingOutlierDetector or \
+            ConditionalFlowMatchingDensity
+        The fitted estimator, of the class that was saved, on the device it
+        was fitted on if this machine has it, on the CPU otherwise (with a
+        warning).
 
     Raises
     ------
@@ -200,19 +216,20 @@ def _check_header(header: dict, name: str) -> None:
         raise ValueError(f"{name} is not a skflow model file (no parameters).")
 
 
-_FITTED = {
-    "n_features_in_",
-    "mean_",
-    "scale_",
-    "vector_field_",
-    "path_",
-    "device_",
-    "_probe_seed",
-}
+class _Fitted(NamedTuple):
+    """The fitted attributes of one estimator class beyond the shared ones:
+    those a fit makes, those older files may lack, and their check."""
+
+    required: frozenset[str]
+    optional: frozenset[str]
+    check: Callable[[Estimator, dict], None]
+
+
+# What a fit of every estimator makes.
+_FITTED = {"n_features_in_", "vector_field_", "path_", "device_", "_probe_seed"}
 # Older files may lack some of these; a fit makes them all.
 _OPTIONAL_FITTED = {
     "feature_names_in_",
-    "integer_columns_",
     "n_iter_",
     "loss_curve_",
     "validation_scores_",
@@ -220,18 +237,29 @@ _OPTIONAL_FITTED = {
 }
 
 
-def _check_fitted(estimator: FlowMatchingDensity, fitted: dict) -> None:
+def _check_fitted(estimator: Estimator, fitted: dict) -> None:
     """Every fitted attribute a fit makes, of the right type, shape and range."""
-    expected = set(_FITTED)
-    if isinstance(estimator, FlowMatchingOutlierDetector):
-        expected.add("offset_")
+    kind = _FITTED_BY_CLASS[type(estimator)]
+    expected = _FITTED | kind.required
     missing = expected - set(fitted)
-    unknown = set(fitted) - expected - _OPTIONAL_FITTED
+    unknown = set(fitted) - expected - _OPTIONAL_FITTED - kind.optional
     if missing or unknown:
         raise ValueError(
             f"fitted attributes missing {sorted(missing)} or unknown {sorted(unknown)}"
         )
-    _check_fitted_arrays(estimator, fitted)
+    _check_shared_fitted(fitted)
+    kind.check(estimator, fitted)
+
+
+def _check_shared_fitted(fitted: dict) -> None:
+    """The attributes every estimator has, whatever it models."""
+    d = fitted["n_features_in_"]
+    _require(type(d) is int and d >= 1, "n_features_in_ must be a positive int")
+    names = fitted.get("feature_names_in_")
+    _require(
+        names is None or (isinstance(names, np.ndarray) and names.shape == (d,)),
+        f"feature_names_in_ must hold {d} names",
+    )
     _require(isinstance(fitted["path_"], ProbabilityPath), "path_ is not a path")
     _require(isinstance(fitted["device_"], torch.device), "device_ is not a device")
     n_iter = fitted.get("n_iter_", 0)
@@ -251,43 +279,108 @@ def _check_fitted(estimator: FlowMatchingDensity, fitted: dict) -> None:
     )
     seed = fitted["_probe_seed"]
     _require(type(seed) is int and 0 <= seed < 2**32, "bad _probe_seed")
-    if "offset_" in fitted:
-        offset = fitted["offset_"]
-        _require(
-            isinstance(offset, int | float) and math.isfinite(offset), "bad offset_"
-        )
 
 
-def _check_fitted_arrays(estimator: FlowMatchingDensity, fitted: dict) -> None:
-    """The per-feature arrays and the network agree with n_features_in_."""
+def _check_density(estimator: FlowMatchingDensity, fitted: dict) -> None:
+    """p(x): the per-feature arrays and the network agree with n_features_in_."""
     d = fitted["n_features_in_"]
-    _require(type(d) is int and d >= 1, "n_features_in_ must be a positive int")
-    for key in ("mean_", "scale_"):
+    _check_scaling(fitted, "mean_", "scale_", d)
+    _check_discrete(estimator, fitted, "integer_columns_", d)
+    field = fitted["vector_field_"]
+    _require(type(field) is VectorField, "vector_field_ is not an unconditional field")
+    _require(field.n_features == d, "the network has the wrong width")
+
+
+def _check_detector(estimator: FlowMatchingOutlierDetector, fitted: dict) -> None:
+    _check_density(estimator, fitted)
+    offset = fitted["offset_"]
+    _require(isinstance(offset, int | float) and math.isfinite(offset), "bad offset_")
+
+
+def _check_conditional(estimator: ConditionalFlowMatchingDensity, fitted: dict) -> None:
+    """p(y | x): y's arrays agree with n_targets_, X's with n_features_in_,
+    and the network with both."""
+    k, d = fitted["n_targets_"], fitted["n_features_in_"]
+    _require(type(k) is int and k >= 1, "n_targets_ must be a positive int")
+    _check_scaling(fitted, "y_mean_", "y_scale_", k)
+    _check_scaling(fitted, "X_mean_", "X_scale_", d)
+    _check_discrete(estimator, fitted, "integer_targets_", k)
+    y_ndim = fitted["_y_ndim"]
+    _require(
+        type(y_ndim) is int and (y_ndim == 2 or (y_ndim == 1 and k == 1)),
+        "_y_ndim must be 2, or 1 for a single target",
+    )
+    field = fitted["vector_field_"]
+    _require(
+        type(field) is ConditionalVectorField,
+        "vector_field_ is not a conditional field",
+    )
+    _require(
+        field.n_targets == k and field.n_conditions == d,
+        "the network's numbers of targets and conditions do not match the model's",
+    )
+
+
+_FITTED_BY_CLASS: dict[type, _Fitted] = {
+    FlowMatchingDensity: _Fitted(
+        frozenset({"mean_", "scale_"}),
+        frozenset({"integer_columns_"}),
+        _check_density,
+    ),
+    FlowMatchingOutlierDetector: _Fitted(
+        frozenset({"mean_", "scale_", "offset_"}),
+        frozenset({"integer_columns_"}),
+        _check_detector,
+    ),
+    ConditionalFlowMatchingDensity: _Fitted(
+        frozenset(
+            {
+                "n_targets_",
+                "y_mean_",
+                "y_scale_",
+                "X_mean_",
+                "X_scale_",
+                "integer_targets_",
+                "n_iter_",
+                "loss_curve_",
+                "validation_scores_",
+                "likelihood_error_",
+                "_y_ndim",
+            }
+        ),
+        frozenset(),
+        _check_conditional,
+    ),
+}
+
+
+def _check_scaling(fitted: dict, mean: str, scale: str, n: int) -> None:
+    """A standardization: ``n`` finite float64 means and positive scales."""
+    for key in (mean, scale):
         array = fitted[key]
         _require(
             isinstance(array, np.ndarray)
             and array.dtype == np.float64
-            and array.shape == (d,)
+            and array.shape == (n,)
             and np.all(np.isfinite(array)),
-            f"{key} must be {d} finite float64 values",
+            f"{key} must be {n} finite float64 values",
         )
-    _require(np.all(fitted["scale_"] > 0), "scale_ must be positive")
-    columns = fitted.get("integer_columns_", np.zeros(d, bool))
+    _require(np.all(fitted[scale] > 0), f"{scale} must be positive")
+
+
+def _check_discrete(estimator: Estimator, fitted: dict, key: str, n: int) -> None:
+    """``n`` booleans (all False where absent), none set without dequantize."""
+    columns = fitted.get(key, np.zeros(n, bool))
     _require(
         isinstance(columns, np.ndarray)
         and columns.dtype == bool
-        and columns.shape == (d,),
-        f"integer_columns_ must be {d} booleans",
+        and columns.shape == (n,),
+        f"{key} must be {n} booleans",
     )
     _require(
         estimator.dequantize or not columns.any(),
-        "integer_columns_ marks columns as discrete, but dequantize=False",
+        f"{key} marks columns as discrete, but dequantize=False",
     )
-    names = fitted.get("feature_names_in_")
-    _require(
-        names is None or names.shape == (d,), f"feature_names_in_ must hold {d} names"
-    )
-    _require(fitted["vector_field_"].n_features == d, "the network has the wrong width")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -312,10 +405,11 @@ def _encode(value, name: str, arrays: dict) -> dict:
         return {"ndarray": name}
     if isinstance(value, np.ndarray) and all(isinstance(v, str) for v in value.flat):
         return {"strings": value.tolist()}
-    if isinstance(value, VectorField):
-        for key, tensor in value.state_dict().items():
-            arrays[f"{name}.{key}"] = tensor.detach().to("cpu").numpy()
-        return {"vector_field": {"prefix": name, **value.config()}}
+    for tag, network in _NETWORKS.items():
+        if type(value) is network.cls:
+            for key, tensor in value.state_dict().items():
+                arrays[f"{name}.{key}"] = tensor.detach().to("cpu").numpy()
+            return {tag: {"prefix": name, **value.config()}}
     if isinstance(value, ProbabilityPath):
         names = [key for key, cls in PATHS.items() if type(value) is cls]
         return {"path": {"name": names[0], "sigma": value.sigma}}
@@ -339,8 +433,8 @@ def _decode(encoded: dict, arrays: dict):
         if not all(isinstance(v, str) for v in value):
             raise ValueError("feature names must be strings")
         return np.asarray(value, dtype=object)
-    if tag == "vector_field":
-        return _decode_field(value, arrays)
+    if tag in _NETWORKS:
+        return _decode_field(_NETWORKS[tag], value, arrays)
     if tag == "path":
         if not (isinstance(value.get("sigma"), int | float) and value["sigma"] >= 0):
             raise ValueError(f"bad path sigma {value.get('sigma')!r}")
@@ -348,28 +442,46 @@ def _decode(encoded: dict, arrays: dict):
     raise ValueError(f"unknown entry {tag!r}")
 
 
-def _decode_field(value: dict, arrays: dict) -> VectorField:
-    """The network, after its architecture was checked against its weights."""
-    config = {
+class _Network(NamedTuple):
+    """A network class and the entries of its ``config()``: counts of at
+    least 1, counts of at least 0, lists of layer widths (the first one
+    holds 1 or more), and defaults for entries older files lack."""
+
+    cls: type[VectorField] | type[ConditionalVectorField]
+    positive: tuple[str, ...]
+    non_negative: tuple[str, ...]
+    layers: tuple[str, ...]
+    defaults: dict
+
+
+# The networks a file may hold, by their tag in the header.
+_NETWORKS = {
+    "vector_field": _Network(
+        VectorField,
+        positive=("n_features",),
+        non_negative=("n_frequencies", "n_fourier_features"),
+        layers=("hidden_layer_sizes",),
         # Files from skflow 0.1.0 predate the Fourier features, and files
         # up to 0.2.0 the choice of activation (they were all SiLU).
-        "n_fourier_features": 0,
-        "activation": "silu",
+        defaults={"n_fourier_features": 0, "activation": "silu"},
+    ),
+    "conditional_vector_field": _Network(
+        ConditionalVectorField,
+        positive=("n_targets", "n_conditions"),
+        non_negative=("n_frequencies", "n_fourier_features"),
+        layers=("hidden_layer_sizes", "embedding_layer_sizes"),
+        defaults={},
+    ),
+}
+
+
+def _decode_field(network: _Network, value: dict, arrays: dict):
+    """The network, after its architecture was checked against its weights."""
+    config = {
+        **network.defaults,
         **{key: entry for key, entry in value.items() if key != "prefix"},
     }
-    sizes = config["hidden_layer_sizes"]
-    numbers = [
-        config["n_features"],
-        config["n_frequencies"],
-        config["n_fourier_features"],
-    ]
-    if not (
-        isinstance(sizes, list)
-        and 1 <= len(sizes) <= _MAX_LAYERS
-        and all(type(n) is int and 1 <= n <= _MAX_WIDTH for n in [*sizes, numbers[0]])
-        and all(type(n) is int and 0 <= n <= _MAX_WIDTH for n in numbers[1:])
-    ):
-        raise ValueError(f"implausible network architecture {config!r}")
+    _check_architecture(network, config)
     prefix = value["prefix"] + "."
     state = {
         key[len(prefix) :]: array
@@ -377,7 +489,7 @@ def _decode_field(value: dict, arrays: dict) -> VectorField:
         if key.startswith(prefix)
     }
     with torch.device("meta"):  # shapes only: nothing is allocated
-        expected = VectorField.from_config(config).state_dict()
+        expected = network.cls.from_config(config).state_dict()
     shapes = {key: tuple(array.shape) for key, array in state.items()}
     if shapes != {key: tuple(tensor.shape) for key, tensor in expected.items()}:
         raise ValueError("the network's weights do not match its architecture")
@@ -386,11 +498,34 @@ def _decode_field(value: dict, arrays: dict) -> VectorField:
     dtypes = {array.dtype for array in state.values()}
     if len(dtypes) != 1 or dtypes.pop() not in (np.float32, np.float64):
         raise ValueError("the network's weights must all be float32 or all float64")
-    field = VectorField.from_config(config)
     tensors = {key: torch.from_numpy(np.array(array)) for key, array in state.items()}
-    field = field.to(tensors["mlp.0.weight"].dtype)
+    field = network.cls.from_config(config)
+    field = field.to(next(iter(tensors.values())).dtype)
     field.load_state_dict(tensors, strict=True)
     return field.requires_grad_(False).eval()
+
+
+def _check_architecture(network: _Network, config: dict) -> None:
+    """Refuse a config with other entries than ``network``'s, or sizes far
+    beyond any real model, before anything is built from it."""
+    layers = [config.get(key) for key in network.layers]
+    if not (
+        set(config)
+        == {*network.positive, *network.non_negative, *network.layers, "activation"}
+        and isinstance(config["activation"], str)
+        and config["activation"] in _ACTIVATIONS
+        and all(_is_size(config[key], 1) for key in network.positive)
+        and all(_is_size(config[key], 0) for key in network.non_negative)
+        and all(isinstance(sizes, list) for sizes in layers)
+        and 1 <= len(layers[0]) <= _MAX_LAYERS
+        and all(len(sizes) <= _MAX_LAYERS for sizes in layers)
+        and all(_is_size(n, 1) for sizes in layers for n in sizes)
+    ):
+        raise ValueError(f"implausible network architecture {config!r}")
+
+
+def _is_size(n, low: int) -> bool:
+    return type(n) is int and low <= n <= _MAX_WIDTH
 
 
 def _is_json(value) -> bool:

@@ -10,7 +10,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import skflow
-from skflow import FlowMatchingDensity
+from skflow import ConditionalFlowMatchingDensity, FlowMatchingDensity
 from skflow.cli import main, parameter_docs, read_data
 
 FAST = ["--hidden-layer-sizes", "16,16", "--max-iter", "30", "--random-state", "0"]
@@ -79,6 +79,8 @@ def test_score_and_sample_write_to_standard_output(data, model, capsys):
 def test_every_estimator_parameter_is_an_option_with_its_docstring():
     docs = parameter_docs(FlowMatchingDensity.__doc__)
     assert set(docs) == set(FlowMatchingDensity().get_params())
+    # --target fits the conditional estimator with the same options.
+    assert set(docs) == set(ConditionalFlowMatchingDensity().get_params())
     assert docs["sigma"].startswith("(float, default=0.01) The path's noise level")
     completed = subprocess.run(
         [sys.executable, "-m", "skflow", "fit", "--help"],
@@ -88,6 +90,7 @@ def test_every_estimator_parameter_is_an_option_with_its_docstring():
     )
     for name in docs:
         assert "--" + name.replace("_", "-") in completed.stdout
+    assert "--target" in completed.stdout
     assert "The path's noise level" in completed.stdout
 
 
@@ -266,3 +269,214 @@ def test_a_named_pipe_as_model_is_refused_without_blocking(data, tmp_path, capsy
     status = main(["score", str(pipe), str(folder / "X.csv")])
     assert status == 1
     assert "is not a regular file" in capsys.readouterr().err
+
+
+TINY_OPTIONS = [
+    *("--hidden-layer-sizes", "16,16", "--max-iter", "20", "--batch-size", "32"),
+    *("--random-state", "0"),
+]
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    """A table whose middle column ("y") depends on the two others, as CSV
+    with a header and as .npy, and a file of 4 conditions (columns 0, 2)."""
+    folder = tmp_path_factory.mktemp("conditional")
+    rng = np.random.RandomState(0)
+    data = rng.normal(size=(60, 3))
+    data[:, 1] = data[:, 0] - data[:, 2] + 0.1 * rng.normal(size=60)
+    np.savetxt(
+        folder / "pairs.csv",
+        data,
+        delimiter=",",
+        fmt="%.17g",
+        header="a,y,b",
+        comments="",
+    )
+    np.save(folder / "pairs.npy", data)
+    np.savetxt(folder / "conditions.csv", data[:4, [0, 2]], delimiter=",", fmt="%.17g")
+    return data, folder
+
+
+@pytest.fixture(scope="module")
+def conditional_model(pairs):
+    _, folder = pairs
+    model = folder / "conditional.skflow"
+    argv = ["fit", str(folder / "pairs.csv"), "--target", "y", "-o", str(model)]
+    assert main([*argv, *TINY_OPTIONS]) == 0
+    return model
+
+
+def _printed(capsys):
+    return np.loadtxt(capsys.readouterr().out.splitlines(), delimiter=",", ndmin=2)
+
+
+def test_fit_with_target_matches_the_python_api(pairs, conditional_model):
+    data, _ = pairs
+    loaded = skflow.load(conditional_model)
+    assert type(loaded) is ConditionalFlowMatchingDensity
+    expected = ConditionalFlowMatchingDensity(
+        hidden_layer_sizes=(16, 16), max_iter=20, batch_size=32, random_state=0
+    ).fit(data[:, [0, 2]], data[:, 1])
+    assert loaded.get_params() == expected.get_params()
+    assert loaded.get_params()["dequantize"] is False
+    assert (loaded.n_targets_, loaded.n_features_in_, loaded._y_ndim) == (1, 2, 1)
+    X, y = data[:, [0, 2]], data[:, 1]
+    assert_array_equal(loaded.score_samples(X, y), expected.score_samples(X, y))
+
+
+def test_conditional_score_sample_and_predict_agree_with_the_model(
+    pairs, conditional_model, capsys
+):
+    data, folder = pairs
+    model = skflow.load(conditional_model)
+    X, y, conditions = data[:, [0, 2]], data[:, 1], data[:4, [0, 2]]
+    capsys.readouterr()
+    # Fitted by the header name, scored by the column's number in a .npy.
+    argv = ["score", str(conditional_model), str(folder / "pairs.npy")]
+    assert main([*argv, "--target", "1"]) == 0
+    assert_array_equal(_printed(capsys)[:, 0], model.score_samples(X, y))
+    conditions_file = str(folder / "conditions.csv")
+    argv = ["sample", str(conditional_model), conditions_file, "-n", "3"]
+    assert main([*argv, "--random-state", "5"]) == 0
+    draws = _printed(capsys)
+    assert draws.shape == (4 * 3, 1)
+    # Line i * N + j: draw j given condition i.
+    assert_array_equal(
+        draws.reshape(4, 3), model.sample(conditions, n_samples=3, random_state=5)
+    )
+    assert main(["predict", str(conditional_model), conditions_file, "-n", "6"]) == 0
+    assert_array_equal(_printed(capsys)[:, 0], model.predict(conditions, n_samples=6))
+
+
+def test_two_targets_are_taken_in_the_order_given(pairs, tmp_path, capsys):
+    data, folder = pairs
+    model, output = tmp_path / "two.skflow", tmp_path / "draws.npy"
+    source = str(folder / "pairs.npy")
+    argv = ["fit", source, "--target", "2,0", "-o", str(model), *TINY_OPTIONS]
+    assert main(argv) == 0
+    loaded = skflow.load(model)
+    X, y = data[:, [1]], data[:, [2, 0]]
+    assert (loaded.n_targets_, loaded.n_features_in_, loaded._y_ndim) == (2, 1, 2)
+    capsys.readouterr()
+    assert main(["score", str(model), source, "--target", "2,0"]) == 0
+    assert_array_equal(_printed(capsys)[:, 0], loaded.score_samples(X, y))
+    np.save(tmp_path / "conditions.npy", X[:3])
+    argv = ["sample", str(model), str(tmp_path / "conditions.npy"), "-n", "2"]
+    assert main([*argv, "--random-state", "0", "-o", str(output)]) == 0
+    expected = loaded.sample(X[:3], n_samples=2, random_state=0)
+    assert_array_equal(np.load(output), expected.reshape(3 * 2, 2))
+    assert main(["predict", str(model), str(tmp_path / "conditions.npy")]) == 0
+    assert_array_equal(_printed(capsys), loaded.predict(X[:3]))
+
+
+CONDITIONAL_BAD_COMMANDS = {
+    "unknown-name": (
+        lambda d, m, c: ["fit", str(d / "pairs.csv"), "--target", "zz", "-o", "m"],
+        1,
+        "pairs.csv has no column 'zz' in its header",
+    ),
+    "name-without-header": (
+        lambda d, m, c: ["fit", str(d / "pairs.npy"), "--target", "y", "-o", "m"],
+        1,
+        "pairs.npy has no header row: give column numbers (0-based)",
+    ),
+    "out-of-range": (
+        lambda d, m, c: ["fit", str(d / "pairs.npy"), "--target", "3", "-o", "m"],
+        1,
+        "--target column 3 is not in",
+    ),
+    "negative": (
+        lambda d, m, c: ["fit", str(d / "pairs.npy"), "--target=-1", "-o", "m"],
+        1,
+        "columns are numbered 0 to 2",
+    ),
+    "twice": (
+        lambda d, m, c: ["fit", str(d / "pairs.csv"), "--target", "1,y", "-o", "m"],
+        1,
+        "--target names column 1 twice",
+    ),
+    "every-column": (
+        lambda d, m, c: ["fit", str(d / "pairs.npy"), "--target", "0,1,2", "-o", "m"],
+        1,
+        "--target takes all 3 columns",
+    ),
+    "empty-name": (
+        lambda d, m, c: ["fit", str(d / "pairs.npy"), "--target", "0,,1", "-o", "m"],
+        1,
+        "has an empty column name",
+    ),
+    "score-without-target": (
+        lambda d, m, c: ["score", str(c), str(d / "pairs.csv")],
+        1,
+        "holds a conditional model: give --target",
+    ),
+    "score-target-of-unconditional": (
+        lambda d, m, c: ["score", str(m), str(d / "pairs.csv"), "--target", "1"],
+        1,
+        "holds an unconditional model: drop --target",
+    ),
+    "score-too-many-targets": (
+        lambda d, m, c: ["score", str(c), str(d / "pairs.csv"), "--target", "1,2"],
+        1,
+        "X has 1 features, but ConditionalFlowMatchingDensity is expecting 2",
+    ),
+    "sample-without-conditions": (
+        lambda d, m, c: ["sample", str(c), "-n", "3"],
+        1,
+        "holds a conditional model: give a file of conditions",
+    ),
+    "sample-conditions-of-unconditional": (
+        lambda d, m, c: ["sample", str(m), str(d / "conditions.csv"), "-n", "3"],
+        1,
+        "holds an unconditional model: it takes no conditions",
+    ),
+    "sample-wrong-columns": (
+        lambda d, m, c: ["sample", str(c), str(d / "pairs.csv"), "-n", "3"],
+        1,
+        "X has 3 features, but ConditionalFlowMatchingDensity is expecting 2",
+    ),
+    "sample-too-large": (
+        lambda d, m, c: [
+            "sample",
+            str(c),
+            str(d / "conditions.csv"),
+            "-n",
+            "10000000000000",
+        ],
+        1,
+        "for each of 4 rows take",
+    ),
+    "predict-unconditional": (
+        lambda d, m, c: ["predict", str(m), str(d / "conditions.csv")],
+        1,
+        "holds an unconditional model: predict is for models of p(y | X)",
+    ),
+    "predict-without-conditions": (
+        lambda d, m, c: ["predict", str(c)],
+        2,
+        "the following arguments are required: conditions",
+    ),
+    "predict-zero-samples": (
+        lambda d, m, c: ["predict", str(c), str(d / "conditions.csv"), "-n", "0"],
+        1,
+        "n_samples == 0",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CONDITIONAL_BAD_COMMANDS)
+def test_conditional_user_errors_print_one_line_and_exit_non_zero(
+    pairs, model, conditional_model, name, capsys
+):
+    _, folder = pairs
+    make_args, status, message = CONDITIONAL_BAD_COMMANDS[name]
+    capsys.readouterr()
+    try:
+        returned = main(make_args(folder, model, conditional_model))
+    except SystemExit as exit:  # argparse's own errors
+        returned = exit.code
+    stderr = capsys.readouterr().err
+    assert returned == status
+    assert message in stderr
+    assert len(stderr.strip().splitlines()) == 1

@@ -14,13 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _data import TINY, blobs
+from _data import EXACT, TINY, blobs
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import NotFittedError
 from sklearn.neighbors import KernelDensity
 
 import skflow
-from skflow import FlowMatchingDensity, FlowMatchingOutlierDetector
+from skflow import (
+    ConditionalFlowMatchingDensity,
+    FlowMatchingDensity,
+    FlowMatchingOutlierDetector,
+)
 from skflow._nets import VectorField
 
 
@@ -442,3 +446,167 @@ def test_a_model_saved_on_a_missing_gpu_loads_on_the_cpu(saved):
     assert loaded.device_ == torch.device("cpu")
     X = blobs(n=100, d=3)
     assert_array_equal(loaded.score_samples(X), est.score_samples(X))
+
+
+def _pairs(n_targets):
+    """Conditions X (3 columns) and targets y that depend on them: 1-D for
+    one target; for two, the second column is whole numbers."""
+    X = blobs(n=100, d=3)
+    noise = np.random.RandomState(1).normal(size=(100, 2))
+    if n_targets == 1:
+        return X, X[:, 0] + 0.1 * noise[:, 0]
+    return X, np.column_stack([X[:, 0] - X[:, 1], np.round(3 * X[:, 2] + noise[:, 1])])
+
+
+@pytest.mark.parametrize(
+    "n_targets, params",
+    [(1, TINY), (2, {**EXACT, "dequantize": True})],
+    ids=["1-D-y", "2-D-y-float64-dequantized"],
+)
+def test_conditional_round_trip_gives_identical_scores_draws_and_means(
+    tmp_path, n_targets, params
+):
+    X, y = _pairs(n_targets)
+    est = ConditionalFlowMatchingDensity(**params, random_state=0).fit(X, y)
+    file = tmp_path / "model.skflow"
+    skflow.save(est, file)
+    loaded = skflow.load(file)
+    assert type(loaded) is ConditionalFlowMatchingDensity
+    assert loaded.get_params() == est.get_params()
+    assert_array_equal(loaded.score_samples(X, y), est.score_samples(X, y))
+    draws = loaded.sample(X[:4], n_samples=3, random_state=0)
+    assert draws.shape == ((4, 3) if n_targets == 1 else (4, 3, 2))
+    assert_array_equal(draws, est.sample(X[:4], n_samples=3, random_state=0))
+    assert_array_equal(loaded.predict(X[:4]), est.predict(X[:4]))
+    for name in ("y_mean_", "X_scale_", "integer_targets_", "n_targets_", "_y_ndim"):
+        assert_array_equal(getattr(loaded, name), getattr(est, name))
+    assert loaded.integer_targets_.any() == (n_targets == 2)
+
+
+@pytest.fixture(scope="module")
+def conditional():
+    X, y = _pairs(1)
+    return ConditionalFlowMatchingDensity(**TINY, random_state=0).fit(X, y)
+
+
+@pytest.fixture
+def saved_conditional(conditional, tmp_path):
+    file = tmp_path / "model.skflow"
+    skflow.save(conditional, file)
+    return file
+
+
+def _set_fitted(name, value):
+    return lambda h: h["fitted"].update({name: {"value": value}})
+
+
+def _conditional_field(header):
+    return header["fitted"]["vector_field_"]["conditional_vector_field"]
+
+
+def _as_unconditional_field(header):
+    field = header["fitted"]["vector_field_"]
+    field["vector_field"] = field.pop("conditional_vector_field")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (_set_fitted("n_targets_", 2), "y_mean_ must be 2 finite float64 values"),
+        (_set_fitted("n_targets_", 0), "n_targets_ must be a positive int"),
+        (_set_fitted("_y_ndim", 3), "_y_ndim must be 2, or 1 for a single target"),
+        (_set_fitted("_y_ndim", 1.0), "_y_ndim must be"),
+        (lambda h: h["fitted"].pop("_y_ndim"), "missing \\['_y_ndim'\\]"),
+        (lambda h: h["fitted"].pop("X_mean_"), "missing \\['X_mean_'\\]"),
+        (lambda h: h["fitted"].update(mean_={"value": 1}), "unknown \\['mean_'\\]"),
+        (
+            lambda h: _conditional_field(h).update(n_conditions=2),
+            "do not match its architecture",
+        ),
+        (
+            lambda h: _conditional_field(h).update(n_context=3),
+            "implausible network architecture",
+        ),
+        (_as_unconditional_field, "implausible network architecture"),
+        (
+            lambda h: h.update(estimator="FlowMatchingDensity"),
+            "fitted attributes missing",
+        ),
+    ],
+    ids=[
+        "n-targets",
+        "no-targets",
+        "y-ndim",
+        "y-ndim-float",
+        "no-y-ndim",
+        "no-X-mean",
+        "density-attribute",
+        "field-conditions",
+        "field-extra-entry",
+        "unconditional-tag",
+        "other-estimator",
+    ],
+)
+def test_a_tampered_conditional_header_is_refused_naming_the_file(
+    saved_conditional, change, message
+):
+    _rewrite_header(saved_conditional, change)
+    with pytest.raises(ValueError, match=message) as error:
+        skflow.load(saved_conditional)
+    assert "model.skflow" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "name, array, message",
+    [
+        ("X_scale_", np.ones(2), "X_scale_ must be 3 finite float64 values"),
+        ("X_mean_", np.ones(3, np.float32), "X_mean_ must be 3 finite float64"),
+        ("y_scale_", np.zeros(1), "y_scale_ must be positive"),
+        ("y_mean_", np.full(1, np.inf), "y_mean_ must be 1 finite float64 values"),
+        ("integer_targets_", np.ones(1), "integer_targets_ must be 1 booleans"),
+        ("integer_targets_", np.ones(1, bool), "dequantize=False"),
+    ],
+    ids=["X-scale-shape", "X-mean-dtype", "y-scale", "y-mean-inf", "int-dtype", "int"],
+)
+def test_tampered_conditional_arrays_are_refused_naming_the_file(
+    saved_conditional, name, array, message
+):
+    _set_array(saved_conditional, name, array)
+    with pytest.raises(ValueError, match=message) as error:
+        skflow.load(saved_conditional)
+    assert "model.skflow" in str(error.value)
+
+
+def test_a_conditional_field_is_checked_before_it_is_built(
+    saved_conditional, monkeypatch
+):
+    _rewrite_header(
+        saved_conditional, lambda h: _conditional_field(h).update(n_conditions=10**7)
+    )
+    _builds_nothing(monkeypatch)
+    with pytest.raises(ValueError, match="implausible network architecture"):
+        skflow.load(saved_conditional)
+
+
+def test_a_conditional_field_in_a_density_file_is_refused(saved, conditional):
+    # The density's header, with the conditional model's field and weights.
+    _, file = saved
+    buffer = io.BytesIO()
+    skflow.save(conditional, buffer)
+    header, arrays = skflow._file_format.parse(buffer.getvalue(), "x")
+    density_header, density_arrays = skflow._file_format.parse(file.read_bytes(), "x")
+    density_header["fitted"]["vector_field_"] = header["fitted"]["vector_field_"]
+    density_arrays = {
+        **{k: v for k, v in density_arrays.items() if not k.startswith("vector_")},
+        **{k: v for k, v in arrays.items() if k.startswith("vector_field_.")},
+    }
+    del density_header["arrays"]
+    skflow._file_format.write(density_header, density_arrays, file)
+    with pytest.raises(ValueError, match="vector_field_ is not an unconditional field"):
+        skflow.load(file)
+
+
+def test_the_docstrings_name_the_conditional_estimator():
+    for function in (skflow.save, skflow.load):
+        assert "ConditionalFlowMatchingDensity" in function.__doc__
+    assert "ConditionalFlowMatchingDensity" in skflow.persistence._ESTIMATORS
