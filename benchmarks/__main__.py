@@ -22,6 +22,7 @@ HERE = Path(__file__).parent
 HEADLINES = (
     "likelihood_engine",
     "density_quality",
+    "conditional_density",
     "anomaly_detection",
     "far_away_points",
     "scaling",

@@ -3,7 +3,11 @@
 from _data import EXACT, TINY
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skflow import FlowMatchingDensity, FlowMatchingOutlierDetector
+from skflow import (
+    ConditionalFlowMatchingDensity,
+    FlowMatchingDensity,
+    FlowMatchingOutlierDetector,
+)
 from skflow._ode import ADAPTIVE_SOLVERS, ROWWISE_SOLVERS
 
 # Fixed-step float64: every row is integrated independently of the others.
@@ -18,9 +22,31 @@ DETECTORS = [
     FlowMatchingOutlierDetector(**{**TINY, "max_iter": 500}, random_state=0),
 ]
 
+# p(y | X), as a regressor: fixed steps in float64, and the defaults' solver.
+CONDITIONAL = [
+    ConditionalFlowMatchingDensity(**EXACT, random_state=0),
+    ConditionalFlowMatchingDensity(**TINY, random_state=0),
+]
+
 
 def _expected_failed_checks(estimator):
     failures = {}
+    if isinstance(estimator, ConditionalFlowMatchingDensity):
+        reason = (
+            "the check calls score_samples(X) with X alone, and a conditional "
+            "log density needs y; tests/test_conditional.py checks that "
+            "score_samples(X, y) and predict of a row do not depend on the "
+            "other rows or their order"
+        )
+        return {
+            "check_methods_subset_invariance": reason,
+            "check_methods_sample_order_invariance": reason,
+            "check_sample_weight_equivalence_on_dense_data": (
+                "training draws random minibatches: weighting rows and "
+                "repeating them give the same training distribution but "
+                "different draws, hence different networks and predictions"
+            ),
+        }
     if isinstance(estimator, FlowMatchingOutlierDetector):
         # Only the detector has predict/decision_function, which this check
         # compares; for the density estimator it checks nothing.
@@ -64,7 +90,7 @@ def _expected_failed_checks(estimator):
 
 
 @parametrize_with_checks(
-    [FIXED_STEP, DEFAULT_LIKE, ROWWISE_FLOAT64, *DETECTORS],
+    [FIXED_STEP, DEFAULT_LIKE, ROWWISE_FLOAT64, *DETECTORS, *CONDITIONAL],
     expected_failed_checks=_expected_failed_checks,
 )
 def test_sklearn_compatible_estimator(estimator, check):
