@@ -27,7 +27,7 @@ Models:
   training residuals (full, for a 2-D y);
 - ``GaussianProcessRegressor`` (single targets only): ConstantKernel * RBF
   with one length scale per feature + WhiteKernel, ``normalize_y=True``, on
-  standardized X, fitted on at most ``GP_MAX_ROWS`` training rows; its
+  standardized X, fitted on at most 1,000 training rows (``SIZES``); its
   predictive density N(y | mean, std^2), std including the white noise;
 - zuko's conditional neural spline flow, ``zuko.flows.NSF(features=n_targets,
   context=n_features, transforms=3, hidden_features=(128, 128))``, trained
