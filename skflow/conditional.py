@@ -388,9 +388,11 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
     def _push(self, noise, conditions, verbose) -> np.ndarray:
         """Rows ``[noise, condition]`` (standardized, on the CPU) pushed from
         t = 0 to t = 1: rows ``[y, x]``, float64."""
+        # Cast on the CPU: MPS holds no float64.
+        dtype = next(self.vector_field_.parameters()).dtype
         return samples(
             self.vector_field_,
-            torch.cat([noise, conditions], dim=1),
+            torch.cat([noise, conditions], dim=1).to(dtype),
             solver=self._solver_options(),
             rows_per_chunk=self._rows_per_chunk(n_directions=1),
             verbose=verbose,

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from skflow._nets import TimeFeatures, VectorField
+from skflow._nets import ConditionalVectorField, TimeFeatures, VectorField
 
 
 def test_vector_field_shapes_and_time_conventions():
@@ -110,3 +110,31 @@ def test_a_field_without_fourier_features_still_has_a_closed_form():
     t = torch.tensor(0.5, dtype=torch.float64)
     _, divergence = field.velocity_and_divergence(t, x)
     assert_close(divergence, torch.einsum("nii->n", _jacobians(field, t, x)))
+
+
+@pytest.mark.parametrize("n_targets", [1, 3])
+def test_conditional_field_moves_the_targets_only_with_their_exact_divergence(
+    n_targets,
+):
+    # Rows are [y, x]: the velocity of x is exactly 0, and the closed-form
+    # divergence is the trace of dv_y / dy (autograd's), per row's time;
+    # Hutchinson probes spanning the whole row use their y part only.
+    torch.manual_seed(0)
+    field = ConditionalVectorField(n_targets, 2, (32, 16), (8, 4)).double()
+    state = torch.randn(6, n_targets + 2, dtype=torch.float64)
+    t = torch.rand(6, dtype=torch.float64)
+    velocity, divergence = field.velocity_and_divergence(t, state)
+    assert_close(velocity, field(t, state))
+    assert torch.all(velocity[:, n_targets:] == 0)
+    jacobians = torch.stack(
+        [_jacobians(field, t[i], state[i : i + 1])[0] for i in range(6)]
+    )[:, :n_targets, :n_targets]
+    assert_close(divergence, torch.einsum("nii->n", jacobians))
+    probes = 2.0 * torch.randint(0, 2, (6, 2, n_targets + 2)).double() - 1
+    _, estimate = field.velocity_and_divergence(t, state, probes)
+    y_probes = probes[..., :n_targets]
+    expected = torch.einsum("npi,nij,npj->n", y_probes, jacobians, y_probes) / 2
+    assert_close(estimate, expected)
+    rebuilt = ConditionalVectorField.from_config(field.config()).double()
+    rebuilt.load_state_dict(field.state_dict(), strict=True)
+    assert_close(rebuilt(t, state), field(t, state), rtol=0, atol=0)
