@@ -333,7 +333,7 @@ class ConditionalVectorField(nn.Module):
         n_targets: int,
         n_conditions: int,
         hidden_layer_sizes: Sequence[int],
-        embedding_layer_sizes: Sequence[int] = (128, 64),
+        embedding_layer_sizes: Sequence[int] = (128, 128, 64),
         n_frequencies: int = 4,
         n_fourier_features: int = 128,
         fourier_scale: float = 1.0,

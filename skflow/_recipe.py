@@ -38,7 +38,7 @@ class Recipe:
     condition_layer_sizes : tuple of int
         :class:`~skflow.ConditionalFlowMatchingDensity`: widths of the MLP
         that embeds the condition x for the field; the last is the
-        embedding's.
+        embedding's (chosen in benchmarks/results/condition_embedding.md).
     auto_steps_per_sqrt_row, auto_steps_min, auto_steps_max : float, int, int
         ``max_iter="auto"``: this many steps per square root of the number
         of rows, clipped to [min, max].
@@ -73,7 +73,7 @@ class Recipe:
     fourier_scale_factor: float = 1.0
     n_time_frequencies: int = 4
     activation: str = "gelu"
-    condition_layer_sizes: tuple[int, ...] = (128, 64)
+    condition_layer_sizes: tuple[int, ...] = (128, 128, 64)
     auto_steps_per_sqrt_row: float = 70
     auto_steps_min: int = 2000
     auto_steps_max: int = 20000
