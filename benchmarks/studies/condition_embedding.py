@@ -92,6 +92,11 @@ def main():
                     }
                 )
                 print(f"{name} {seed} {widths}: {loglik:.4f}", flush=True)
+    report(runs)
+
+
+def report(runs: list[dict]) -> None:
+    """Write ``results/condition_embedding.{md,json}`` from the runs."""
     results = {**environment(__name__), "runs": runs}
     lines = [
         "# How the conditional field should see x (issue 22)",
