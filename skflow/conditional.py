@@ -145,16 +145,7 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
             return self._fit(X, y, sample_weight)
 
     def _fit(self, X, y, sample_weight):
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            dtype=[np.float64, np.float32],
-            multi_output=True,
-            y_numeric=True,
-            ensure_min_samples=2,
-        )
-        Y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        X, Y, y_ndim = self._validate_pairs(X, y, reset=True)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         sample_weight = sample_weight / sample_weight.max()
         hidden_layer_sizes = self._check_hidden_layer_sizes()
@@ -163,7 +154,6 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
         check_dtype_on_device(dtype, device)
         check_solver(self.solver, self.n_steps)
 
-        X = X.astype(np.float64, copy=False)
         y_mean, y_scale, discrete = fit_standardization(
             Y, sample_weight, dequantize=self.dequantize, sigma=self.sigma, name="y"
         )
@@ -201,7 +191,7 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
         )
         self.y_mean_, self.y_scale_, self.integer_targets_ = y_mean, y_scale, discrete
         self.X_mean_, self.X_scale_ = X_mean, X_scale
-        self.n_targets_, self._y_ndim = n_targets, np.ndim(y)
+        self.n_targets_, self._y_ndim = n_targets, y_ndim
         self.path_, self.vector_field_, self.device_ = path, field, device
         self.n_iter_ = len(loss_curve)
         self.loss_curve_ = loss_curve
@@ -270,7 +260,7 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
             log p(y_i | x_i), in the units of y (float64).
         """
         check_is_fitted(self)
-        X, Y = self._validate_pairs(X, y)
+        X, Y, _ = self._validate_pairs(X, y, reset=False)
         return self._log_density(X, Y)
 
     def score(self, X, y, sample_weight=None):
@@ -432,7 +422,9 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         return X.astype(np.float64, copy=False)
 
-    def _validate_pairs(self, X, y) -> tuple[np.ndarray, np.ndarray]:
+    def _validate_pairs(self, X, y, *, reset) -> tuple[np.ndarray, np.ndarray, int]:
+        """X and y as float64, y as a 2-D array, and the ndim of the y given;
+        ``reset``: at fit time (else y must have the fitted targets)."""
         X, y = validate_data(
             self,
             X,
@@ -440,15 +432,16 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
             dtype=[np.float64, np.float32],
             multi_output=True,
             y_numeric=True,
-            reset=False,
+            ensure_min_samples=2 if reset else 1,
+            reset=reset,
         )
         Y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
-        if Y.shape[1] != self.n_targets_:
+        if not reset and Y.shape[1] != self.n_targets_:
             raise ValueError(
                 f"y has {Y.shape[1]} target(s), but {type(self).__name__} was "
                 f"fitted with {self.n_targets_}."
             )
-        return X.astype(np.float64, copy=False), Y
+        return X.astype(np.float64, copy=False), Y, np.ndim(y)
 
 
 def _condition_scaling(X, sample_weight) -> tuple[np.ndarray, np.ndarray]:
