@@ -17,11 +17,13 @@ def numpydoc_section(doc: str, title: str) -> str:
     return match.group(1).rstrip() + "\n"
 
 
-def replace_entry(section: str, name: str, entry: str) -> str:
+def replace_entry(section: str, name: str, entry: str | None) -> str:
     """``section`` with the entry of the parameter ``name`` replaced by
-    ``entry`` (its ``name : type`` line and text, 4-space indent)."""
+    ``entry`` (its ``name : type`` line and text, 4-space indent), or
+    removed for None."""
     pattern = rf"    {name} : .*?\n(?=    \w+ : |\Z)"
-    replaced, count = re.subn(pattern, entry + "\n", section, count=1, flags=re.S)
+    new = "" if entry is None else entry + "\n"
+    replaced, count = re.subn(pattern, new, section, count=1, flags=re.S)
     if count != 1:
         raise ValueError(f"no entry {name!r} in the section")
     return replaced

@@ -58,6 +58,7 @@ class FlowEstimator(BaseEstimator):
         "hidden_layer_sizes": [
             "array-like",
             Interval(Integral, 1, None, closed="left"),
+            StrOptions({"auto"}),
         ],
         "max_iter": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -160,7 +161,7 @@ class FlowEstimator(BaseEstimator):
     def _rows_per_chunk(self, n_directions: int) -> int:
         return rows_per_chunk(
             self.inference_batch_size,
-            max(self.vector_field_.hidden_layer_sizes),
+            self.vector_field_.widest_layer,
             n_directions,
             self.device_,
         )
@@ -170,8 +171,10 @@ class FlowEstimator(BaseEstimator):
             return self.max_iter
         return self._recipe.max_iter(n_samples)
 
-    def _check_hidden_layer_sizes(self) -> tuple[int, ...]:
+    def _check_hidden_layer_sizes(self, n_features: int) -> tuple[int, ...]:
         sizes = self.hidden_layer_sizes
+        if isinstance(sizes, str) and sizes == "auto":
+            return self._auto_hidden_layer_sizes(n_features)
         sizes = (sizes,) if isinstance(sizes, Integral) else tuple(sizes)
         if not sizes or any(
             not isinstance(size, Integral) or size < 1 for size in sizes
@@ -181,6 +184,10 @@ class FlowEstimator(BaseEstimator):
                 f"sequence of positive ints, got {self.hidden_layer_sizes!r}."
             )
         return tuple(int(size) for size in sizes)
+
+    def _auto_hidden_layer_sizes(self, n_features: int) -> tuple[int, ...]:
+        """The widths of ``hidden_layer_sizes="auto"``."""
+        return self._recipe.hidden_layer_sizes
 
     def __getstate__(self):
         # Store the field on the CPU, so a model fitted on a GPU unpickles

@@ -168,6 +168,16 @@ class VectorField(nn.Module):
         layers.append(nn.Linear(widths[-1], self.n_features))
         self.mlp = nn.Sequential(*layers)
 
+    @property
+    def widest_layer(self) -> int:
+        """Units of a row's widest hidden tensor (chunk sizes follow it)."""
+        return max(self.hidden_layer_sizes)
+
+    @property
+    def divergence_directions(self) -> int:
+        """Directions pushed through the network for the exact divergence."""
+        return self.n_features
+
     def config(self) -> dict:
         """The architecture, as plain data: ``from_config`` rebuilds it.
 
@@ -360,6 +370,14 @@ class ConditionalVectorField(nn.Module):
     @property
     def hidden_layer_sizes(self) -> tuple[int, ...]:
         return self.core.hidden_layer_sizes
+
+    @property
+    def widest_layer(self) -> int:
+        return self.core.widest_layer
+
+    @property
+    def divergence_directions(self) -> int:
+        return self.core.divergence_directions
 
     def config(self) -> dict:
         """The architecture, as plain data: ``from_config`` rebuilds it."""

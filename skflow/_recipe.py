@@ -27,6 +27,8 @@ class Recipe:
 
     Attributes
     ----------
+    hidden_layer_sizes : tuple of int
+        The MLP's widths for ``hidden_layer_sizes="auto"``.
     n_fourier_features : int
         Random Fourier features of z fed to the network; 0 for none.
     fourier_scale_factor : float
@@ -60,8 +62,9 @@ class Recipe:
     validation_steps : int
         rk4 steps of the held-out score.
     validation_exact_up_to : int
-        The held-out score uses the exact divergence up to this many
-        features and one fixed Hutchinson probe above.
+        The held-out score uses the exact divergence where it costs at most
+        this many directions through the field (the features for the MLP,
+        1 for the HollowNet) and one fixed Hutchinson probe above.
     validation_checks : int
         Held-out checks in a fit of ``validation_checks *
         validation_min_steps_between`` steps or more ...
@@ -69,6 +72,7 @@ class Recipe:
         ... and at least this many steps between two checks in shorter fits.
     """
 
+    hidden_layer_sizes: tuple[int, ...] = (256, 256, 256, 256)
     n_fourier_features: int = 128
     fourier_scale_factor: float = 1.0
     n_time_frequencies: int = 4

@@ -244,6 +244,12 @@ def _fit(args) -> None:
         estimator = FlowMatchingDensity(**params).fit(X)
         shape = f"{X.shape[0]} rows x {X.shape[1]} columns"
     else:
+        unconditional = set(params) - set(ConditionalFlowMatchingDensity().get_params())
+        if unconditional:
+            options = ", ".join("--" + name.replace("_", "-") for name in unconditional)
+            raise ValueError(
+                f"{options}: not an option of a conditional model (--target)"
+            )
         X, y = read_pairs(args.data, args.target)
         estimator = ConditionalFlowMatchingDensity(**params).fit(X, y)
         shape = (

@@ -64,7 +64,7 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
         *,
         path="fm",
         sigma=0.01,
-        hidden_layer_sizes=(256, 256, 256, 256),
+        hidden_layer_sizes="auto",
         max_iter="auto",
         batch_size=512,
         learning_rate=2e-3,
@@ -148,7 +148,7 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
         X, Y, y_ndim = self._validate_pairs(X, y, reset=True)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         sample_weight = sample_weight / sample_weight.max()
-        hidden_layer_sizes = self._check_hidden_layer_sizes()
+        hidden_layer_sizes = self._check_hidden_layer_sizes(Y.shape[1])
         device = resolve_device(self.device)
         dtype = DTYPES[self.dtype]
         check_dtype_on_device(dtype, device)
@@ -413,7 +413,11 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
             n_probes=self.n_probes if hutchinson else None,
             probe_seed=self._probe_seed,
             solver=self._solver_options(),
-            rows_per_chunk=self._rows_per_chunk(self.n_probes if hutchinson else k),
+            rows_per_chunk=self._rows_per_chunk(
+                self.n_probes
+                if hutchinson
+                else self.vector_field_.divergence_directions
+            ),
             verbose=self.verbose,
         )
         return log_density + log_jacobian(self.y_scale_)
@@ -457,11 +461,17 @@ def _condition_scaling(X, sample_weight) -> tuple[np.ndarray, np.ndarray]:
     return mean, scale
 
 
-_PARAMETERS = replace_entry(
-    numpydoc_section(FlowMatchingDensity.__doc__, "Parameters"),
-    "dequantize",
-    _DEQUANTIZE,
-)
+_HIDDEN_LAYER_SIZES = """\
+    hidden_layer_sizes : array-like of int or "auto", default="auto"
+        Widths of the hidden layers of the field's MLP (``"auto"``: four
+        layers of 256). Narrower or shallower networks score faster but fit
+        sharp densities less well.
+"""
+_PARAMETERS = numpydoc_section(FlowMatchingDensity.__doc__, "Parameters")
+# The HollowNet field is unconditional only, for now.
+_PARAMETERS = replace_entry(_PARAMETERS, "architecture", None)
+_PARAMETERS = replace_entry(_PARAMETERS, "hidden_layer_sizes", _HIDDEN_LAYER_SIZES)
+_PARAMETERS = replace_entry(_PARAMETERS, "dequantize", _DEQUANTIZE)
 _SUMMARY = "Conditional density p(y | X) by flow matching."
 ConditionalFlowMatchingDensity.__doc__ = f"""{_SUMMARY}
 

@@ -27,6 +27,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ._file_format import parse, read_bytes, write
+from ._hollow import HollowVectorField
 from ._nets import _ACTIVATIONS, ConditionalVectorField, VectorField
 from ._paths import PATHS, ProbabilityPath, make_path
 from ._version import __version__
@@ -287,7 +288,10 @@ def _check_density(estimator: FlowMatchingDensity, fitted: dict) -> None:
     _check_scaling(fitted, "mean_", "scale_", d)
     _check_discrete(estimator, fitted, "integer_columns_", d)
     field = fitted["vector_field_"]
-    _require(type(field) is VectorField, "vector_field_ is not an unconditional field")
+    _require(
+        type(field) in (VectorField, HollowVectorField),
+        "vector_field_ is not an unconditional field",
+    )
     _require(field.n_features == d, "the network has the wrong width")
 
 
@@ -447,7 +451,7 @@ class _Network(NamedTuple):
     least 1, counts of at least 0, lists of layer widths (the first one
     holds 1 or more), and defaults for entries older files lack."""
 
-    cls: type[VectorField] | type[ConditionalVectorField]
+    cls: type[VectorField] | type[HollowVectorField] | type[ConditionalVectorField]
     positive: tuple[str, ...]
     non_negative: tuple[str, ...]
     layers: tuple[str, ...]
@@ -464,6 +468,13 @@ _NETWORKS = {
         # Files from skflow 0.1.0 predate the Fourier features, and files
         # up to 0.2.0 the choice of activation (they were all SiLU).
         defaults={"n_fourier_features": 0, "activation": "silu"},
+    ),
+    "hollow_vector_field": _Network(
+        HollowVectorField,
+        positive=("n_features",),
+        non_negative=("n_frequencies",),
+        layers=("hidden_layer_sizes",),
+        defaults={},
     ),
     "conditional_vector_field": _Network(
         ConditionalVectorField,

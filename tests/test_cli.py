@@ -79,8 +79,10 @@ def test_score_and_sample_write_to_standard_output(data, model, capsys):
 def test_every_estimator_parameter_is_an_option_with_its_docstring():
     docs = parameter_docs(FlowMatchingDensity.__doc__)
     assert set(docs) == set(FlowMatchingDensity().get_params())
-    # --target fits the conditional estimator with the same options.
-    assert set(docs) == set(ConditionalFlowMatchingDensity().get_params())
+    # --target fits the conditional estimator with the same options, but
+    # for the field's architecture (test_conditional_model_refuses_...).
+    conditional = set(ConditionalFlowMatchingDensity().get_params())
+    assert set(docs) - {"architecture"} == conditional
     assert docs["sigma"].startswith("(float, default=0.01) The path's noise level")
     completed = subprocess.run(
         [sys.executable, "-m", "skflow", "fit", "--help"],
@@ -405,6 +407,14 @@ CONDITIONAL_BAD_COMMANDS = {
         lambda d, m, c: ["fit", str(d / "pairs.npy"), "--target", "0,,1", "-o", "m"],
         1,
         "has an empty column name",
+    ),
+    "conditional-hollow": (
+        lambda d, m, c: [
+            *("fit", str(d / "pairs.npy"), "--target", "0", "-o", "m"),
+            *("--architecture", "hollow"),
+        ],
+        1,
+        "--architecture: not an option of a conditional model (--target)",
     ),
     "score-without-target": (
         lambda d, m, c: ["score", str(c), str(d / "pairs.csv")],

@@ -34,7 +34,8 @@ class ConditionalGaussianField(torch.nn.Module):
         self.A, self.b = torch.as_tensor(A), torch.as_tensor(b)
         self.C, self.s = torch.as_tensor(C), s
         self.n_targets = len(b)
-        self.hidden_layer_sizes = (1,)
+        # What the estimator's chunking reads of a field.
+        self.widest_layer, self.divergence_directions = 1, self.n_targets
         self.dummy = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
 
     def mean_and_covariance(self, x):

@@ -15,6 +15,10 @@ FIXED_STEP = FlowMatchingDensity(**EXACT, random_state=0)
 # As the defaults: the rowwise solver in float32, and in float64.
 DEFAULT_LIKE = FlowMatchingDensity(**TINY, random_state=0)
 ROWWISE_FLOAT64 = FlowMatchingDensity(**TINY, dtype="float64", random_state=0)
+# The HollowNet field, in float64 so that every check holds to round-off.
+HOLLOW = FlowMatchingDensity(
+    **TINY, architecture="hollow", dtype="float64", random_state=0
+)
 DETECTORS = [
     FlowMatchingOutlierDetector(**EXACT, contamination=0.1, random_state=0),
     # contamination="auto": the threshold is a level of the model's own
@@ -90,7 +94,7 @@ def _expected_failed_checks(estimator):
 
 
 @parametrize_with_checks(
-    [FIXED_STEP, DEFAULT_LIKE, ROWWISE_FLOAT64, *DETECTORS, *CONDITIONAL],
+    [FIXED_STEP, DEFAULT_LIKE, ROWWISE_FLOAT64, HOLLOW, *DETECTORS, *CONDITIONAL],
     expected_failed_checks=_expected_failed_checks,
 )
 def test_sklearn_compatible_estimator(estimator, check):
