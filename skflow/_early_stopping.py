@@ -114,8 +114,10 @@ class HeldOutScore:
     n_steps : int
         rk4 steps of the solve.
     exact_up_to : int
-        The exact divergence up to this many features, one fixed
-        Hutchinson probe per row above.
+        The exact divergence where it costs at most this many directions
+        pushed through the field (``field.divergence_directions``: the
+        features for an MLP, 1 for a HollowNet), one fixed Hutchinson probe
+        per row above.
     n_targets : int, default=None
         Rows are ``[y, x]`` of a conditional field: the base density and
         the features counted above are y's, its first ``n_targets``
@@ -143,6 +145,7 @@ class HeldOutScore:
         if self.n_targets > exact_up_to:
             signs = torch.randint(0, 2, (n, 1, d), generator=generator, device=z.device)
             self.probes = (2 * signs - 1).to(z.dtype)
+        self.exact_up_to = exact_up_to
         self.z = z
         self.weights = (weights / weights.sum()).double()
         self.path = path
@@ -150,13 +153,14 @@ class HeldOutScore:
 
     def log_densities(self, field: nn.Module) -> torch.Tensor:
         """The log density of each held-out row (standardized units)."""
+        exact = field.divergence_directions <= self.exact_up_to
         log_density, _ = log_likelihood(
             field,
             self.z,
             self.log_base_density,
             solver="rk4",
             n_steps=self.n_steps,
-            probes=self.probes,
+            probes=None if exact else self.probes,
         )
         return log_density
 

@@ -10,6 +10,7 @@ from scipy.stats import multivariate_normal
 from skflow import FlowMatchingDensity
 from skflow._early_stopping import BestWeights, HeldOutScore, held_out_rows
 from skflow._nets import VectorField
+from skflow._ode import log_likelihood
 from skflow._paths import make_path
 from skflow._training import train_vector_field
 
@@ -82,12 +83,26 @@ def test_without_patience_best_weights_never_stop():
 class _Still(torch.nn.Module):
     """v = 0: the flow is the identity, so log p(z) is the base density."""
 
+    divergence_directions = 99  # as costly as an MLP's in high dimension
+
     def __init__(self):
         super().__init__()
         self.unused = torch.nn.Parameter(torch.zeros(()))
 
     def forward(self, t, x):
         return 0 * x + 0 * self.unused
+
+
+class _LinearField(torch.nn.Module):
+    """v = A z, whose exact divergence (tr A) costs ``directions`` passes."""
+
+    def __init__(self, A, directions):
+        super().__init__()
+        self.A = torch.nn.Parameter(A)
+        self.divergence_directions = directions
+
+    def forward(self, t, x):
+        return x @ self.A.T
 
 
 @pytest.mark.parametrize("n_features", [2, 5], ids=["exact", "hutchinson"])
@@ -109,6 +124,29 @@ def test_held_out_score_is_the_weighted_mean_log_density(n_features):
     log_density = multivariate_normal(np.zeros(n_features)).logpdf(z.numpy())
     expected = np.average(log_density, weights=weights.numpy())
     assert score(_Still()) == pytest.approx(expected, rel=1e-12)
+
+
+def test_held_out_score_is_exact_where_the_divergence_is_cheap():
+    # Five features: an MLP-like field (5 directions) gets the fixed
+    # Hutchinson probes, a HollowNet-like one (1 direction) the exact trace,
+    # which differ for a non-diagonal A.
+    z = torch.as_tensor(blobs(20, 5), dtype=torch.float64)
+    A = torch.as_tensor(blobs(5, 5, seed=1), dtype=torch.float64)
+    path = make_path("fm", 0.01)
+    score = HeldOutScore(
+        z,
+        torch.ones(20, dtype=torch.float64),
+        path,
+        None,
+        torch.Generator().manual_seed(0),
+        n_steps=4,
+        exact_up_to=3,
+    )
+    exact, _ = log_likelihood(
+        _LinearField(A, 1), z, path.log_base_density, solver="rk4", n_steps=4
+    )
+    assert score(_LinearField(A, 1)) == pytest.approx(exact.mean().item(), rel=1e-12)
+    assert abs(score(_LinearField(A, 5)) - exact.mean().item()) > 1e-3
 
 
 def test_held_out_score_draws_its_dequantization_noise_once():
