@@ -149,36 +149,53 @@ class HollowVectorField(nn.Module):
             n_context=config.get("n_context", 0),
         )
 
-    def _layers(self, t, x, context=None):
-        """The velocity, and the slopes the divergence needs."""
+    def _layers(self, t, x, context=None, slopes: str = "none"):
+        """The velocity (n, d), A(t), and the activations' slopes that the
+        divergence needs: ``"none"``, ``"tau"`` (the exact trace) or
+        ``"all"`` (Hutchinson's tangents).
+
+        Hidden units are laid out (d, n, units), one block per feature, so
+        every layer is one batched matrix product without copies.
+        """
         n, d = x.shape
         forward, backward = _ACTIVATIONS[self.activation]
+        found = []
 
-        def activate(pre):
-            return forward(pre), backward(torch.ones_like(pre), pre)
+        def activate(pre, keep):
+            if keep:
+                found.append(backward(torch.ones_like(pre), pre))
+            return forward(pre)
 
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-        others = [self.time_features(t.reshape(-1, 1).expand(n, 1))]
+        inputs = [x, self.time_features(t.reshape(-1, 1).expand(n, 1))]
         if context is not None:
-            others.append(context)
-        first_weight = (self.first_x * self.mask).reshape(-1, d)
-        pre = torch.addmm(self.first_b, x, first_weight.T)
-        pre = pre + torch.cat(others, dim=-1) @ self.first_other.T
-        h, slope = activate(pre.view(n, d, -1))
-        slopes = [slope]
-        for weight, bias in zip(self.blocks_w, self.blocks_b, strict=True):
-            h, slope = activate(torch.einsum("ndk,dlk->ndl", h, weight) + bias)
-            slopes.append(slope)
-        pre_tau = (
-            x.unsqueeze(-1) * self.tau_x
-            + torch.einsum("ndk,dlk->ndl", h, self.tau_h)
-            + self.tau_b
+            inputs.append(context)
+        first = self.hidden_layer_sizes[0]
+        weight = torch.cat(
+            [self.first_x * self.mask, self.first_other.view(d, first, -1)], dim=-1
         )
-        g, slope_tau = activate(pre_tau)
+        # One product for every block, then the (d, n, units) layout.
+        pre = torch.addmm(
+            self.first_b, torch.cat(inputs, dim=-1), weight.flatten(0, 1).T
+        )
+        pre = pre.view(n, d, first).transpose(0, 1).contiguous()
+        h = activate(pre, slopes == "all")
+        for weight, bias in zip(self.blocks_w, self.blocks_b, strict=True):
+            pre = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            h = activate(pre, slopes == "all")
+        pre = torch.baddbmm(self.tau_b.unsqueeze(1), h, self.tau_h.transpose(1, 2))
+        pre = pre + x.T.unsqueeze(-1) * self.tau_x.unsqueeze(1)
+        g = activate(pre, slopes != "none")
+        velocity = torch.baddbmm(
+            self.out_b.view(d, 1, 1), g, self.out_w.unsqueeze(-1)
+        ).squeeze(-1)
         coupling = self._coupling(t)
-        velocity = (g * self.out_w).sum(-1) + self.out_b
-        velocity = velocity + (x.unsqueeze(1) @ coupling.transpose(-1, -2)).squeeze(1)
-        return velocity, coupling, first_weight, slopes, slope_tau
+        if coupling.dim() == 2:  # one time for every row
+            coupled = x @ coupling.T
+        else:
+            coupled = torch.bmm(x.unsqueeze(1), coupling.transpose(1, 2)).squeeze(1)
+        velocity = velocity.T + coupled
+        return velocity, coupling, found
 
     def _coupling(self, t: torch.Tensor) -> torch.Tensor:
         """A(t), of shape (d, d), or (n, d, d) for one time per row."""
@@ -202,25 +219,30 @@ class HollowVectorField(nn.Module):
         """``v(t, x)`` and its divergence, as
         :meth:`skflow._nets.VectorField.velocity_and_divergence` (whose
         arguments these are; ``workspace`` is not needed here)."""
-        velocity, coupling, first_weight, slopes, slope_tau = self._layers(
-            t, x, context
+        exact = probes is None
+        velocity, coupling, slopes = self._layers(
+            t, x, context, "tau" if exact else "all"
         )
         trace = torch.diagonal(coupling, dim1=-2, dim2=-1).sum(-1)
-        if probes is None:
+        if exact:
             # h_i does not move with x_i: only tau_i's own input counts.
-            divergence = (slope_tau * (self.tau_x * self.out_w)).sum((-1, -2))
+            gains = (self.tau_x * self.out_w).unsqueeze(-1)  # (d, units, 1)
+            divergence = torch.bmm(slopes[-1], gains).sum((0, 2))
             return velocity, divergence + trace
-        # Hutchinson: push the probes through every layer (forward mode).
-        n, d = x.shape
-        n_probes = probes.shape[1]
-        tangent = (probes @ first_weight.T).view(n, n_probes, d, -1)
-        tangent = tangent * slopes[0].unsqueeze(1)
-        for weight, slope in zip(self.blocks_w, slopes[1:], strict=True):
-            tangent = torch.einsum("npdk,dlk->npdl", tangent, weight)
-            tangent = tangent * slope.unsqueeze(1)
-        tangent = probes.unsqueeze(-1) * self.tau_x + torch.einsum(
-            "npdk,dlk->npdl", tangent, self.tau_h
+        # Hutchinson: push the probes (n, p, d) through every layer; the
+        # tangents are laid out (d, n, p, units).
+        d = x.shape[1]
+        tangent = torch.einsum("npj,dkj->dnpk", probes, self.first_x * self.mask)
+        tangent = tangent * slopes[0].unsqueeze(2)
+        for weight, slope in zip(self.blocks_w, slopes[1:-1], strict=True):
+            tangent = torch.einsum("dnpk,dlk->dnpl", tangent, weight)
+            tangent = tangent * slope.unsqueeze(2)
+        tangent = torch.einsum("dnpk,dlk->dnpl", tangent, self.tau_h)
+        tangent = tangent + probes.permute(2, 0, 1).unsqueeze(-1) * self.tau_x.view(
+            d, 1, 1, -1
         )
-        moved = (tangent * slope_tau.unsqueeze(1) * self.out_w).sum(-1)
-        moved = moved + probes @ coupling.transpose(-1, -2)
+        moved = (tangent * slopes[-1].unsqueeze(2) * self.out_w.view(d, 1, 1, -1)).sum(
+            -1
+        )
+        moved = moved.permute(1, 2, 0) + probes @ coupling.transpose(-1, -2)
         return velocity, (moved * probes).sum(-1).mean(-1)

@@ -529,7 +529,8 @@ ConditionalFlowMatchingDensity.__doc__ = f"""{_SUMMARY}
 
     See Also
     --------
-    FlowMatchingDensity : The unconditional density, with the same parameters.
+    FlowMatchingDensity : The unconditional density, with the same parameters
+        and a choice of network (``architecture``).
     sklearn.gaussian_process.GaussianProcessRegressor : A Gaussian
         predictive density.
 
