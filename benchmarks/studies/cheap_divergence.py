@@ -22,6 +22,11 @@ same flow-matching recipe (``FlowMatchingDensity()`` defaults, only the
   fixed. k is chosen per d so that a forward pass costs about as many
   multiply-adds as one pass of the default network.
 
+A last column, added later on three of the sets, is skflow's field
+(``FlowMatchingDensity(architecture="hollow")``): this HollowNet plus a
+linear coupling A(t) x, with early stopping's held-out rows scored by the
+exact divergence (its design was chosen in ``hollow_field.py``).
+
 Both have ``velocity_and_divergence(t, x, probes, workspace)`` (the exact
 trace, or the Hutchinson estimate for ``probes``, which early stopping's
 held-out score uses above 3 features), so the likelihood engine and the
@@ -59,6 +64,7 @@ import math
 import tempfile
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +124,16 @@ class _TwoLayerField(nn.Module):
         self.hidden_layer_sizes = tuple(int(width) for width in hidden_layer_sizes)
         self.activation = activation
         self.time_features = TimeFeatures(n_frequencies)
+
+    @property
+    def widest_layer(self) -> int:
+        return max(self.hidden_layer_sizes)
+
+    @property
+    def divergence_directions(self) -> int:
+        # As when this study ran: early stopping's held-out score used one
+        # Hutchinson probe per row above 3 features, as for the MLP.
+        return self.n_features
 
     def config(self) -> dict:
         return {
@@ -318,6 +334,12 @@ def hollow_costs(d: int, widths) -> tuple[float, float]:
     return forward, forward + d * k_tau
 
 
+def skflow_hollow_costs(d: int, widths) -> tuple[float, float]:
+    """``skflow._hollow.HollowVectorField``: the HollowNet and A(t) x."""
+    forward, with_divergence = hollow_costs(d, widths)
+    return forward + d * d, with_divergence + d * d
+
+
 def hollow_width(d: int) -> int:
     """k = k_tau making a HollowField pass cost about one default pass."""
     a, b = 2 * d, d * d + N_TIME * d + 2 * d
@@ -352,6 +374,13 @@ NETWORKS = {
         _estimator(BilinearTraceSkipField),
         lambda d: (512, 512),
         lambda d: bilinear_costs(d, (512, 512), skip=True),
+    ),
+    # skflow's field, added later (run on three of the sets): the HollowNet
+    # above plus A(t) x, exact held-out scores (benchmarks/studies/hollow_field.py).
+    'architecture="hollow"': (
+        partial(FlowMatchingDensity, architecture="hollow"),
+        None,
+        lambda d: skflow_hollow_costs(d, (hollow_width(d),) * 2),
     ),
 }
 
