@@ -44,6 +44,8 @@ minutes on 2 cores):
 
 (or set SKFLOW_OLD_PYTHON). ``--quick`` runs tiny sizes on one thread, a
 smoke test, and writes ``results/fast_likelihood_quick.*`` instead.
+``--architecture hollow`` fits this tree's models with the HollowNet field
+(0.3.2 and KDE as always) and writes ``results/fast_likelihood_hollow.*``.
 """
 
 from __future__ import annotations
@@ -259,7 +261,9 @@ def density(d: int):
     return KNOWN_DENSITIES["two spirals"] if d == 2 else mixture(d, seed=0)
 
 
-def compare(d: int, sizes: tuple, params: dict, old_python: str | None, threads):
+def compare(
+    d: int, sizes: tuple, params: dict, old_python: str | None, threads, new=None
+):
     n_train, n_test, n_straightforward, _, _ = sizes
     truth = density(d)
     X_train, X_test = truth.sample(n_train, 0), truth.sample(n_test, 1)
@@ -272,7 +276,9 @@ def compare(d: int, sizes: tuple, params: dict, old_python: str | None, threads)
     engines = {}
 
     # (a) this tree's skflow
-    est, fit_seconds = timed(FlowMatchingDensity(random_state=0, **params).fit, X_train)
+    est, fit_seconds = timed(
+        FlowMatchingDensity(random_state=0, **params, **(new or {})).fit, X_train
+    )
     print(
         f"d={d}: skflow {skflow.__version__} fitted in {fit_seconds:.1f} s", flush=True
     )
@@ -432,13 +438,14 @@ def compare(d: int, sizes: tuple, params: dict, old_python: str | None, threads)
     }
 
 
-def detector_job(sizes: tuple, params: dict, old_python: str | None, threads):
+def detector_job(sizes: tuple, params: dict, old_python: str | None, threads, new=None):
     *_, n_train, n_test = sizes
     truth = mixture(20, seed=0)
     X_train, X_test = truth.sample(n_train, 0), truth.sample(n_test, 1)
     rows = {}
     est, fit_seconds = timed(
-        FlowMatchingOutlierDetector(random_state=0, **params).fit, X_train
+        FlowMatchingOutlierDetector(random_state=0, **params, **(new or {})).fit,
+        X_train,
     )
     est.score_samples(X_test[:50])  # warm-up
     with skflow.solver_stats() as stats:
@@ -494,6 +501,9 @@ def markdown(results: dict) -> list[str]:
         environment_line(results),
         "",
         results["old_note"],
+        "",
+        f"This tree's estimators: `{results['estimator_params']}` beyond "
+        "`random_state=0`; 0.3.2 with its defaults.",
         "",
         "Every engine on the same rows and torch threads. Errors (nats) against "
         f"a float64 dopri5 solve at rtol = atol = {REFERENCE_TOLERANCE:g} of the "
@@ -608,6 +618,12 @@ def main() -> None:
     )
     parser.add_argument("--skip-detector", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny smoke test")
+    parser.add_argument(
+        "--architecture",
+        choices=["mlp", "hollow"],
+        default="mlp",
+        help="this tree's field (hollow: results/fast_likelihood_hollow.*)",
+    )
     args = parser.parse_args()
 
     threads = args.threads or (1 if args.quick else os.cpu_count())
@@ -618,7 +634,8 @@ def main() -> None:
     if len(sys.argv) > 1:
         results["command"] += " " + " ".join(sys.argv[1:])
     results["quick"] = args.quick
-    results["estimator_params"] = {**params}
+    new = {"architecture": args.architecture}
+    results["estimator_params"] = {**params, **new}
     if args.old_python:
         results["old_python"] = args.old_python
         results["old_note"] = (
@@ -635,11 +652,12 @@ def main() -> None:
         print(results["old_note"], flush=True)
     print(f"torch threads: {threads}", flush=True)
     results["dims"] = [
-        compare(d, sizes, params, args.old_python, threads) for d in args.dims
+        compare(d, sizes, params, args.old_python, threads, new) for d in args.dims
     ]
     if not args.skip_detector:
-        results["detector"] = detector_job(sizes, params, args.old_python, threads)
-    name = "fast_likelihood_quick" if args.quick else "fast_likelihood"
+        results["detector"] = detector_job(sizes, params, args.old_python, threads, new)
+    name = "fast_likelihood" + ("_hollow" if args.architecture == "hollow" else "")
+    name += "_quick" if args.quick else ""
     write_results(name, results, markdown(results))
 
 
