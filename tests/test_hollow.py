@@ -158,13 +158,15 @@ def test_unknown_architecture_raises():
 
 def test_exact_scoring_pushes_one_direction_per_row():
     # The one-pass divergence lets a chunk hold d times more rows than the
-    # MLP's d + 1 directions would.
+    # MLP's d directions would: "auto" chunks of 2^20 / (8 x 16 units) =
+    # 8,192 rows score 2,000 rows at once, where 8 directions would need
+    # chunks of 1,024.
     X = blobs(n=100, d=8)
-    est = FlowMatchingDensity(**TINY, architecture="hollow").fit(X)
+    est = FlowMatchingDensity(**EXACT, architecture="hollow").fit(X)
     assert est.vector_field_.divergence_directions == 1
-    assert est._rows_per_chunk(1) == skflow._inference.rows_per_chunk(
-        "auto", 8 * 16, 1, torch.device("cpu")
-    )
+    with skflow.solver_stats() as stats:
+        est.score_samples(blobs(n=2000, d=8, seed=1))
+    assert stats.n_chunks == 1
 
 
 def test_detector_and_files_keep_the_hollow_field(tmp_path):

@@ -54,7 +54,7 @@ from benchmarks._common import (
 )
 from benchmarks.studies.engine_levers import mixture
 from skflow import FlowMatchingDensity
-from skflow._hollow import HollowVectorField, hollow_layer_sizes
+from skflow._hollow import HollowVectorField
 
 N_TRAIN, N_TEST = 5_000, 5_000
 DEFAULT_RUNS = Path(tempfile.gettempdir()) / "hollow_field_runs.jsonl"
@@ -79,26 +79,17 @@ class _Uncoupled(_HutchinsonHeldOut):
 
 
 def _hollow(network):
-    class Hollow(FlowMatchingDensity):
-        def _build_field(self, n_features, hidden_layer_sizes, seed):
-            recipe = self._recipe
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                return network(
-                    n_features,
-                    hollow_layer_sizes(n_features, (256,) * 4),
-                    recipe.n_time_frequencies,
-                    activation=recipe.activation,
-                )
-
-    return Hollow
+    """``architecture="hollow"`` with ``network`` for the field (the
+    "auto" widths: ``hollow_layer_sizes`` of the default MLP)."""
+    estimator = type("Hollow", (FlowMatchingDensity,), {"_hollow_network": network})
+    return partial(estimator, architecture="hollow")
 
 
 NETWORKS = {
     "MLP (default)": FlowMatchingDensity,
     "HollowNet": _hollow(_Uncoupled),
     "HollowNet + A(t) x": _hollow(_HutchinsonHeldOut),
-    'architecture="hollow"': partial(FlowMatchingDensity, architecture="hollow"),
+    'architecture="hollow"': _hollow(HollowVectorField),
 }
 
 
