@@ -3,13 +3,19 @@
 Chen & Duvenaud, "Neural networks with cheap differential operators"
 (NeurIPS 2019). Coordinate i of the velocity is
 
-    v_i(t, x) = tau_i(x_i, h_i) + (A(t) x)_i,    h_i = c_i(t, x_-i),
+    v_i(t, x) = e(x) tau_i(x_i, h_i) + (A(t) x)_i,    h_i = c_i(t, x_-i),
 
 where the conditioner c_i never sees x_i. Then dv_i/dx_i is tau_i's own
-derivative with h_i held fixed, plus A(t)_ii, and the exact trace of dv/dx
-comes out of the forward pass: about one pass of the network, where an MLP
-pays d + 1. ``benchmarks/results/cheap_divergence.md`` and
-``benchmarks/results/hollow_field.md`` compare it with the MLP.
+derivative with h_i held fixed, times e, plus tau_i de/dx_i and A(t)_ii,
+and the exact trace of dv/dx comes out of the forward pass: about one pass
+of the network, where an MLP pays d + 1. ``benchmarks/results/
+cheap_divergence.md`` and ``benchmarks/results/hollow_field.md`` compare it
+with the MLP.
+
+The envelope e(x) = exp(-|x|^2 / (2 r^2 d)) hands the field over to the
+linear A(t) x far from the (standardized) data: without it the units,
+unbounded, made trajectories from far rows run away (log densities of -1e5
+and errors of several nats, ``benchmarks/results/fast_likelihood_hollow.md``).
 """
 
 from __future__ import annotations
@@ -116,6 +122,10 @@ class HollowVectorField(nn.Module):
         # trace is free. Zero at the start: the field starts as a HollowNet.
         self.linear = nn.Parameter(torch.zeros(2, d, d))
 
+    #: r of the envelope, in standard deviations per feature: chosen on
+    #: ``benchmarks/results/hollow_field.md``'s sets.
+    envelope_radius = 3.0
+
     @property
     def widest_layer(self) -> int:
         """Units of a row's widest hidden tensor (chunk sizes follow it)."""
@@ -150,9 +160,10 @@ class HollowVectorField(nn.Module):
         )
 
     def _layers(self, t, x, context=None, slopes: str = "none"):
-        """The velocity (n, d), A(t), and the activations' slopes that the
-        divergence needs: ``"none"``, ``"tau"`` (the exact trace) or
-        ``"all"`` (Hutchinson's tangents).
+        """The units' output tau (n, d), the envelope e (n,), A(t) x (n, d),
+        A(t), and the activations' slopes that the divergence needs:
+        ``"none"``, ``"tau"`` (the exact trace) or ``"all"`` (Hutchinson's
+        tangents).
 
         Hidden units are laid out (d, n, units), one block per feature, so
         every layer is one batched matrix product without copies.
@@ -186,16 +197,16 @@ class HollowVectorField(nn.Module):
         pre = torch.baddbmm(self.tau_b.unsqueeze(1), h, self.tau_h.transpose(1, 2))
         pre = pre + x.T.unsqueeze(-1) * self.tau_x.unsqueeze(1)
         g = activate(pre, slopes != "none")
-        velocity = torch.baddbmm(
+        units = torch.baddbmm(
             self.out_b.view(d, 1, 1), g, self.out_w.unsqueeze(-1)
         ).squeeze(-1)
+        envelope = torch.exp(-0.5 * x.square().sum(1) / (self.envelope_radius**2 * d))
         coupling = self._coupling(t)
         if coupling.dim() == 2:  # one time for every row
             coupled = x @ coupling.T
         else:
             coupled = torch.bmm(x.unsqueeze(1), coupling.transpose(1, 2)).squeeze(1)
-        velocity = velocity.T + coupled
-        return velocity, coupling, found
+        return units.T, envelope, coupled, coupling, found
 
     def _coupling(self, t: torch.Tensor) -> torch.Tensor:
         """A(t), of shape (d, d), or (n, d, d) for one time per row."""
@@ -205,7 +216,8 @@ class HollowVectorField(nn.Module):
     def forward(
         self, t: torch.Tensor, x: torch.Tensor, context: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return self._layers(t, x, context)[0]
+        units, envelope, coupled, _, _ = self._layers(t, x, context)
+        return envelope.unsqueeze(1) * units + coupled
 
     @torch.no_grad()
     def velocity_and_divergence(
@@ -220,15 +232,20 @@ class HollowVectorField(nn.Module):
         :meth:`skflow._nets.VectorField.velocity_and_divergence` (whose
         arguments these are; ``workspace`` is not needed here)."""
         exact = probes is None
-        velocity, coupling, slopes = self._layers(
+        units, envelope, coupled, coupling, slopes = self._layers(
             t, x, context, "tau" if exact else "all"
         )
+        velocity = envelope.unsqueeze(1) * units + coupled
         trace = torch.diagonal(coupling, dim1=-2, dim2=-1).sum(-1)
+        # de/dx = -e x / (r^2 d): the envelope's part of the Jacobian is
+        # e J_tau + tau (de/dx)^T.
+        spread = self.envelope_radius**2 * x.shape[1]
         if exact:
             # h_i does not move with x_i: only tau_i's own input counts.
             gains = (self.tau_x * self.out_w).unsqueeze(-1)  # (d, units, 1)
-            divergence = torch.bmm(slopes[-1], gains).sum((0, 2))
-            return velocity, divergence + trace
+            units_trace = torch.bmm(slopes[-1], gains).sum((0, 2))
+            units_trace = units_trace - (x * units).sum(1) / spread
+            return velocity, envelope * units_trace + trace
         # Hutchinson: push the probes (n, p, d) through every layer; the
         # tangents are laid out (d, n, p, units).
         d = x.shape[1]
@@ -244,5 +261,9 @@ class HollowVectorField(nn.Module):
         moved = (tangent * slopes[-1].unsqueeze(2) * self.out_w.view(d, 1, 1, -1)).sum(
             -1
         )
-        moved = moved.permute(1, 2, 0) + probes @ coupling.transpose(-1, -2)
+        # (n, p, d): J_tau p, then the envelope's and A(t)'s parts.
+        moved = moved.permute(1, 2, 0) - units.unsqueeze(1) * (
+            probes @ x.unsqueeze(-1) / spread
+        )
+        moved = envelope.view(-1, 1, 1) * moved + probes @ coupling.transpose(-1, -2)
         return velocity, (moved * probes).sum(-1).mean(-1)

@@ -43,14 +43,20 @@ def _jacobians(field, t, x, context):
 @pytest.mark.parametrize("activation", ["gelu", "silu"])
 @pytest.mark.parametrize("d, widths", [(1, (6,)), (2, (5, 4)), (7, (6, 5, 4))])
 @pytest.mark.parametrize("per_row_time", [False, True])
-def test_one_pass_divergence_matches_autograd(activation, d, widths, per_row_time):
+@pytest.mark.parametrize("envelope_radius", [None, 0.5])
+def test_one_pass_divergence_matches_autograd(
+    activation, d, widths, per_row_time, envelope_radius
+):
     # The exact trace from the forward pass, and the Hutchinson estimate,
     # against autograd's Jacobian in float64: they agree to round-off, which
     # also checks that block i of the conditioner never sees x_i (the
-    # closed form leaves that path out).
+    # closed form leaves that path out). A narrow envelope makes its
+    # derivative's share of the trace large.
     torch.manual_seed(d)
     field = HollowVectorField(d, widths, activation=activation, n_context=3)
     field = _moved_off_init(field.double())
+    if envelope_radius is not None:
+        field.envelope_radius = envelope_radius
     x = 1.5 * torch.randn(6, d, dtype=torch.float64)
     context = torch.randn(6, 3, dtype=torch.float64)
     t = torch.rand(6 if per_row_time else (), dtype=torch.float64)
@@ -62,6 +68,24 @@ def test_one_pass_divergence_matches_autograd(activation, d, widths, per_row_tim
     _, estimate = field.velocity_and_divergence(t, x, probes, context=context)
     expected = torch.einsum("npi,nij,npj->n", probes, jacobians, probes) / 3
     assert_close(estimate, expected)
+
+
+def test_far_from_the_data_the_field_is_its_linear_part():
+    # The envelope hands the field to A(t) x beyond a few standard
+    # deviations per feature, so that far rows' trajectories stay as tame
+    # as a linear flow's. At 12 standard deviations per feature (r = 3) the
+    # envelope is exp(-8) ~ 3e-4 and the units' output is O(|x|) ~ 10.
+    torch.manual_seed(0)
+    d = 5
+    field = _moved_off_init(HollowVectorField(d, (6, 5)).double())
+    x = torch.randn(20, d, dtype=torch.float64)
+    far = 12 * np.sqrt(d) * x / x.norm(dim=1, keepdim=True)
+    A = field.linear[0] + 0.3 * field.linear[1]
+    velocity, divergence = field.velocity_and_divergence(torch.tensor(0.3), far)
+    assert_close(velocity, far @ A.T, rtol=0, atol=0.05)
+    assert_close(divergence, torch.trace(A).expand(20), rtol=0, atol=0.05)
+    # Near the data it is not.
+    assert (field(0.3, x) - x @ A.T).abs().max() > 0.1
 
 
 def test_config_rebuilds_the_architecture_and_the_mask_is_not_saved():
