@@ -14,8 +14,8 @@ with the MLP.
 
 The envelope e(x) = exp(-|x|^2 / (2 r^2 d)) hands the field over to the
 linear A(t) x far from the (standardized) data: without it the units,
-unbounded, made trajectories from far rows run away (log densities of -1e5
-and errors of several nats, ``benchmarks/results/fast_likelihood_hollow.md``).
+unbounded, let the trajectories of far rows run away (the user guide's
+"Choosing the network" measures both).
 """
 
 from __future__ import annotations

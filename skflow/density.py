@@ -73,11 +73,12 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         The vector field's network. ``"mlp"``: an MLP of z, random Fourier
         features of z and features of t; its exact divergence costs about
         d + 1 passes. ``"hollow"``: a HollowNet (Chen & Duvenaud, 2019),
-        ``v_i = tau_i(z_i, c_i(t, z_-i)) + (A(t) z)_i``, whose conditioner
-        ``c_i`` never sees ``z_i``, so its exact divergence comes with the forward
-        pass: scoring costs far less, with a density quality that depends
-        on the data, and far lower log densities far from the data (the
-        user guide's "Choosing the network" measures both).
+        ``v_i = e(z) tau_i(z_i, c_i(t, z_-i)) + (A(t) z)_i``, whose
+        conditioner ``c_i`` never sees ``z_i``, so its exact divergence
+        comes with the forward pass (the Gaussian envelope ``e`` hands the
+        field to its linear part far from the data): scoring costs far
+        less, with a density quality that depends on the data (the user
+        guide's "Choosing the network" measures both).
 
     hidden_layer_sizes : array-like of int or "auto", default="auto"
         Widths of the hidden layers. For ``"mlp"``, of the MLP (``"auto"``:

@@ -25,7 +25,9 @@ same flow-matching recipe (``FlowMatchingDensity()`` defaults, only the
 A last column, added later on three of the sets, is skflow's field
 (``FlowMatchingDensity(architecture="hollow")``): this HollowNet plus a
 linear coupling A(t) x, with early stopping's held-out rows scored by the
-exact divergence (its design was chosen in ``hollow_field.py``).
+exact divergence (its design was chosen in ``hollow_field.py``). Its
+committed runs predate the envelope that skflow's HollowNet has since
+gained: a re-run measures the field with it.
 
 Both have ``velocity_and_divergence(t, x, probes, workspace)`` (the exact
 trace, or the Hutchinson estimate for ``probes``, which early stopping's
