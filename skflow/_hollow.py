@@ -122,8 +122,8 @@ class HollowVectorField(nn.Module):
         # trace is free. Zero at the start: the field starts as a HollowNet.
         self.linear = nn.Parameter(torch.zeros(2, d, d))
 
-    #: r of the envelope, in standard deviations per feature: chosen on
-    #: ``benchmarks/results/hollow_field.md``'s sets.
+    #: r of the envelope, in standard deviations per feature: set before,
+    #: and checked on, the sets of ``benchmarks/results/hollow_field.md``.
     envelope_radius = 3.0
 
     @property
