@@ -77,8 +77,9 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         conditioner ``c_i`` never sees ``z_i``, so its exact divergence
         comes with the forward pass (the Gaussian envelope ``e`` hands the
         field to its linear part far from the data): scoring costs far
-        less, with a density quality that depends on the data (the user
-        guide's "Choosing the network" measures both).
+        less, with a density quality that depends on the data: better on
+        large sets in many dimensions, worse on small tables, far worse in
+        2-D (the user guide's "Choosing the network" measures both).
 
     hidden_layer_sizes : array-like of int or "auto", default="auto"
         Widths of the hidden layers. For ``"mlp"``, of the MLP (``"auto"``:
