@@ -22,7 +22,7 @@ early stopping's held-out rows scored by one Hutchinson probe, as for the
 MLP; the same with the held-out rows scored by the one-pass exact
 divergence; and ``architecture="hollow"``, which adds the envelope that
 hands the field to A(t) x far from the data (far rows' trajectories ran
-away without it: ``results/fast_likelihood_hollow.md``). The widths are
+away without it: the user guide's "Choosing the network"). The widths are
 ``hollow_layer_sizes`` (FLOP-matched); the training is the default's.
 
 The committed runs were made before ``HollowVectorField`` was laid out
