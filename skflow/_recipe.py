@@ -10,7 +10,7 @@ the estimator with another instance::
 instead of patching a module. Why each default was chosen, and what it was
 measured against, is in ``benchmarks/results/recipe_ablation.md`` (the network,
 the time skew, the steps) and ``benchmarks/results/checkpoint_selection.md``
-(early stopping).
+(early stopping) and ``benchmarks/results/smoothing_by_size.md`` (``sigma="auto"``).
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ class Recipe:
         :class:`~skflow.ConditionalFlowMatchingDensity`: widths of the MLP
         that embeds the condition x for the field; the last is the
         embedding's (chosen in benchmarks/results/condition_embedding.md).
+    auto_sigma_scale, auto_sigma_rate : float
+        ``sigma="auto"``: ``scale * n^-(1 / (d + 4) + rate)`` for n rows
+        (weighted: the weights' sum) of d features.
     auto_steps_per_sqrt_row, auto_steps_min, auto_steps_max : float, int, int
         ``max_iter="auto"``: this many steps per square root of the number
         of rows, clipped to [min, max].
@@ -78,6 +81,8 @@ class Recipe:
     n_time_frequencies: int = 4
     activation: str = "gelu"
     condition_layer_sizes: tuple[int, ...] = (128, 128, 64)
+    auto_sigma_scale: float = 1.3
+    auto_sigma_rate: float = 0.3
     auto_steps_per_sqrt_row: float = 70
     auto_steps_min: int = 2000
     auto_steps_max: int = 20000
@@ -97,6 +102,14 @@ class Recipe:
         dimensions, falling as d^-1.5 above (oscillations per unit of
         distance shrink as distances between points grow)."""
         return self.fourier_scale_factor * 4.0 * min(1.0, 2.0 / n_features) ** 1.5
+
+    def sigma(self, n_samples: float, n_features: int) -> float:
+        """The path's sigma for ``sigma="auto"``: a smoothing bandwidth that
+        shrinks as rows come in. Scott's rate n^(-1 / (d + 4)) alone keeps
+        too much of it on large sets, where the network generalises beyond
+        a kernel estimate, hence the extra n^-rate."""
+        exponent = 1.0 / (n_features + 4) + self.auto_sigma_rate
+        return self.auto_sigma_scale * float(n_samples) ** -exponent
 
     def max_iter(self, n_samples: int) -> int:
         """The number of steps of ``max_iter="auto"`` for n_samples rows."""

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from numbers import Integral
+from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
 import torch
 from sklearn.base import DensityMixin, _fit_context
 from sklearn.utils import check_scalar
-from sklearn.utils._param_validation import StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import (
@@ -65,9 +65,14 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         ``"vp"``: the trigonometric variance-preserving path. The likelihood
         uses the path's own t = 0 marginal as base density.
 
-    sigma : float, default=0.01
+    sigma : float or "auto", default="auto"
         The path's noise level, in standardized units (see ``path``). It
         acts as a smoothing bandwidth: larger values give smoother densities.
+        ``"auto"`` shrinks it as rows come in, as a kernel bandwidth
+        shrinks: ``1.3 * n^-(1 / (d + 4) + 0.3)`` for n rows of d features
+        (with ``sample_weight``, n is its sum: a weight counts as that many
+        repeated rows); the value used is ``sigma_``. The user guide says
+        how the rule was chosen and what it gains on small data.
 
     architecture : {"mlp", "hollow"}, default="mlp"
         The vector field's network. ``"mlp"``: an MLP of z, random Fourier
@@ -207,6 +212,10 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         scale_``; it returns dz/dt. With ``path_.log_base_density`` it is all
         another solver needs: ``log p(x) = log p_z(z) - sum(log(scale_))``.
 
+    sigma_ : float
+        The path's sigma the field was trained with: ``sigma``, or the value
+        ``"auto"`` chose.
+
     path_ : object
         The path the field was trained on; its ``log_base_density(z)`` and
         ``sample_base`` are the t = 0 marginal (the class is private).
@@ -282,6 +291,7 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
     _parameter_constraints: ClassVar[dict] = {
         **FlowEstimator._parameter_constraints,
         "architecture": [StrOptions({"mlp", "hollow"})],
+        "sigma": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
     }
 
     # The network classes by architecture; studies subclass these too.
@@ -292,7 +302,7 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         self,
         *,
         path="fm",
-        sigma=0.01,
+        sigma="auto",
         architecture="mlp",
         hidden_layer_sizes="auto",
         max_iter="auto",
@@ -380,6 +390,7 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
     def _fit(self, X, sample_weight):
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        sigma = self._sigma(sample_weight.sum(), X.shape[1])
         # Only ratios matter: scaled to at most 1 in float64 before any sum or
         # float32 cast, so weights of 1e-300 or 1e300 neither vanish nor
         # overflow there.
@@ -392,7 +403,7 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
 
         X = X.astype(np.float64, copy=False)
         mean, scale, discrete = fit_standardization(
-            X, sample_weight, dequantize=self.dequantize, sigma=self.sigma
+            X, sample_weight, dequantize=self.dequantize, sigma=sigma
         )
         n_bytes = X.size * torch.finfo(dtype).bits // 8
         data = standardized_tensor(
@@ -403,7 +414,7 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         )
         rng = np.random.RandomState(draw_seed(self.random_state))
         init_seed, train_seed, probe_seed = (draw_seed(rng) for _ in range(3))
-        path = make_path(self.path, self.sigma)
+        path = make_path(self.path, sigma)
         field = self._build_field(X.shape[1], hidden_layer_sizes, init_seed)
         field, loss_curve, validation_scores, held_out = self._train(
             field.to(device=device, dtype=dtype),
@@ -417,6 +428,7 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         )
         error = self._measure_likelihood_error(field, path, held_out, draw_seed(rng))
         self.mean_, self.scale_, self.integer_columns_ = mean, scale, discrete
+        self.sigma_ = sigma
         self.path_, self.vector_field_, self.device_ = path, field, device
         self.n_iter_ = len(loss_curve)
         self.loss_curve_ = loss_curve
@@ -424,6 +436,13 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         self.likelihood_error_ = error
         self._probe_seed = probe_seed
         return self
+
+    def _sigma(self, n_rows: float, n_features: int) -> float:
+        """``sigma``, or for "auto" the recipe's value for ``n_rows`` (the
+        sum of the weights: at least the two rows a fit needs)."""
+        if self.sigma != "auto":
+            return float(self.sigma)
+        return self._recipe.sigma(max(n_rows, 2.0), n_features)
 
     def _measure_likelihood_error(self, field, path, held_out, seed) -> dict:
         """``likelihood_error_``: the solver's error on a few held-out rows,

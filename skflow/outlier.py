@@ -40,7 +40,7 @@ class FlowMatchingOutlierDetector(OutlierMixin, FlowMatchingDensity):
         *,
         contamination="auto",
         path="fm",
-        sigma=0.01,
+        sigma="auto",
         architecture="mlp",
         hidden_layer_sizes="auto",
         max_iter="auto",

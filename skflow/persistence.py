@@ -293,6 +293,11 @@ def _check_density(estimator: FlowMatchingDensity, fitted: dict) -> None:
         "vector_field_ is not an unconditional field",
     )
     _require(field.n_features == d, "the network has the wrong width")
+    sigma = fitted.get("sigma_", fitted["path_"].sigma)
+    _require(
+        isinstance(sigma, int | float) and sigma == fitted["path_"].sigma,
+        "sigma_ must be the path's sigma",
+    )
 
 
 def _check_detector(estimator: FlowMatchingOutlierDetector, fitted: dict) -> None:
@@ -328,12 +333,12 @@ def _check_conditional(estimator: ConditionalFlowMatchingDensity, fitted: dict) 
 _FITTED_BY_CLASS: dict[type, _Fitted] = {
     FlowMatchingDensity: _Fitted(
         frozenset({"mean_", "scale_"}),
-        frozenset({"integer_columns_"}),
+        frozenset({"integer_columns_", "sigma_"}),
         _check_density,
     ),
     FlowMatchingOutlierDetector: _Fitted(
         frozenset({"mean_", "scale_", "offset_"}),
-        frozenset({"integer_columns_"}),
+        frozenset({"integer_columns_", "sigma_"}),
         _check_detector,
     ),
     ConditionalFlowMatchingDensity: _Fitted(

@@ -82,3 +82,30 @@ def test_an_auto_fit_takes_the_floor_of_steps_with_25_checks():
     # 70 sqrt(50) = 495 steps, raised to the floor of 2000, checked every 80.
     assert est.n_iter_ == len(est.loss_curve_) == 2000
     assert len(est.validation_scores_) == 25
+
+
+def test_auto_sigma_shrinks_with_the_rows_and_grows_with_the_features():
+    # The constants spelled out: the test does not follow the defaults.
+    recipe = Recipe(auto_sigma_scale=1.3, auto_sigma_rate=0.3)
+    assert recipe.sigma(200, 2) == pytest.approx(1.3 * 200 ** -(1 / 6 + 0.3))
+    assert recipe.sigma(10_000, 2) < recipe.sigma(1000, 2) < recipe.sigma(200, 2)
+    assert recipe.sigma(1000, 2) < recipe.sigma(1000, 10) < recipe.sigma(1000, 64)
+
+
+def test_auto_sigma_is_kept_as_sigma_and_counts_weights_as_rows():
+    X = blobs(n=40)
+    fitted = FlowMatchingDensity(**TINY, random_state=0).fit(X)
+    assert fitted.sigma_ == fitted.path_.sigma == Recipe().sigma(40, 2)
+    # A weight of 3 stands for three rows, as sklearn's weights do.
+    weighted = FlowMatchingDensity(**TINY, random_state=0).fit(
+        X, sample_weight=np.full(40, 3.0)
+    )
+    assert weighted.sigma_ == Recipe().sigma(120, 2)
+    # Below two rows' worth of weight, the two rows a fit needs.
+    light = FlowMatchingDensity(**TINY, random_state=0).fit(
+        X, sample_weight=np.full(40, 1e-6)
+    )
+    assert light.sigma_ == Recipe().sigma(2, 2)
+    # A number is taken as it is.
+    fixed = FlowMatchingDensity(**TINY, sigma=0.05, random_state=0).fit(X)
+    assert fixed.sigma_ == fixed.path_.sigma == 0.05
