@@ -43,7 +43,7 @@ class Recipe:
         embedding's (chosen in benchmarks/results/condition_embedding.md).
     auto_sigma_scale, auto_sigma_rate : float
         ``sigma="auto"``: ``scale * n^-(1 / (d + 4) + rate)`` for n rows
-        (weighted: the weights' sum) of d features.
+        (weighted: their effective number) of d features.
     auto_steps_per_sqrt_row, auto_steps_min, auto_steps_max : float, int, int
         ``max_iter="auto"``: this many steps per square root of the number
         of rows, clipped to [min, max].

@@ -70,8 +70,8 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         acts as a smoothing bandwidth: larger values give smoother densities.
         ``"auto"`` shrinks it as rows come in, as a kernel bandwidth
         shrinks: ``1.3 * n^-(1 / (d + 4) + 0.3)`` for n rows of d features
-        (with ``sample_weight``, n is its sum: a weight counts as that many
-        repeated rows); the value used is ``sigma_``. The user guide says
+        (with ``sample_weight``, their effective number ``sum(w)^2 /
+        sum(w^2)``); the value used is ``sigma_``. The user guide says
         how the rule was chosen and what it gains on small data.
 
     architecture : {"mlp", "hollow"}, default="mlp"
@@ -390,11 +390,11 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
     def _fit(self, X, sample_weight):
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        sigma = self._sigma(sample_weight.sum(), X.shape[1])
         # Only ratios matter: scaled to at most 1 in float64 before any sum or
         # float32 cast, so weights of 1e-300 or 1e300 neither vanish nor
         # overflow there.
         sample_weight = sample_weight / sample_weight.max()
+        sigma = self._sigma(sample_weight, X.shape[1])
         hidden_layer_sizes = self._check_hidden_layer_sizes(X.shape[1])
         device = resolve_device(self.device)
         dtype = DTYPES[self.dtype]
@@ -437,12 +437,14 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         self._probe_seed = probe_seed
         return self
 
-    def _sigma(self, n_rows: float, n_features: int) -> float:
-        """``sigma``, or for "auto" the recipe's value for ``n_rows`` (the
-        sum of the weights: at least the two rows a fit needs)."""
+    def _sigma(self, sample_weight: np.ndarray, n_features: int) -> float:
+        """``sigma``, or for "auto" the recipe's value for the rows'
+        effective number (Kish's, sum(w)^2 / sum(w^2): n for equal weights,
+        and like every use of the weights, a function of their ratios)."""
         if self.sigma != "auto":
             return float(self.sigma)
-        return self._recipe.sigma(max(n_rows, 2.0), n_features)
+        n_effective = sample_weight.sum() ** 2 / np.square(sample_weight).sum()
+        return self._recipe.sigma(n_effective, n_features)
 
     def _measure_likelihood_error(self, field, path, held_out, seed) -> dict:
         """``likelihood_error_``: the solver's error on a few held-out rows,

@@ -92,20 +92,23 @@ def test_auto_sigma_shrinks_with_the_rows_and_grows_with_the_features():
     assert recipe.sigma(1000, 2) < recipe.sigma(1000, 10) < recipe.sigma(1000, 64)
 
 
-def test_auto_sigma_is_kept_as_sigma_and_counts_weights_as_rows():
+def test_auto_sigma_is_kept_as_sigma_and_counts_rows_by_their_weights():
     X = blobs(n=40)
     fitted = FlowMatchingDensity(**TINY, random_state=0).fit(X)
     assert fitted.sigma_ == fitted.path_.sigma == Recipe().sigma(40, 2)
-    # A weight of 3 stands for three rows, as sklearn's weights do.
-    weighted = FlowMatchingDensity(**TINY, random_state=0).fit(
-        X, sample_weight=np.full(40, 3.0)
-    )
-    assert weighted.sigma_ == Recipe().sigma(120, 2)
-    # Below two rows' worth of weight, the two rows a fit needs.
-    light = FlowMatchingDensity(**TINY, random_state=0).fit(
+    # Equal weights, whatever their scale, leave the 40 rows.
+    scaled = FlowMatchingDensity(**TINY, random_state=0).fit(
         X, sample_weight=np.full(40, 1e-6)
     )
-    assert light.sigma_ == Recipe().sigma(2, 2)
+    assert scaled.sigma_ == pytest.approx(Recipe().sigma(40, 2), rel=1e-12)
+    # Half the weight on one row: Kish's effective number of rows,
+    # (sum w)^2 / sum w^2 = 78^2 / (39^2 + 39) = 3.9.
+    weights = np.r_[39.0, np.ones(39)]
+    n_effective = weights.sum() ** 2 / np.square(weights).sum()
+    assert n_effective == pytest.approx(3.9)
+    heavy = FlowMatchingDensity(**TINY, random_state=0).fit(X, sample_weight=weights)
+    assert heavy.sigma_ == pytest.approx(Recipe().sigma(n_effective, 2), rel=1e-12)
+    assert heavy.sigma_ > fitted.sigma_
     # A number is taken as it is.
     fixed = FlowMatchingDensity(**TINY, sigma=0.05, random_state=0).fit(X)
     assert fixed.sigma_ == fixed.path_.sigma == 0.05
