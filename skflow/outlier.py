@@ -40,7 +40,7 @@ class FlowMatchingOutlierDetector(OutlierMixin, FlowMatchingDensity):
         *,
         contamination="auto",
         path="fm",
-        sigma="auto",
+        sigma=0.01,
         architecture="mlp",
         hidden_layer_sizes="auto",
         max_iter="auto",

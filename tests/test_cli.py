@@ -84,7 +84,7 @@ def test_every_estimator_parameter_is_an_option_with_its_docstring():
     conditional = set(ConditionalFlowMatchingDensity().get_params())
     assert set(docs) - {"architecture"} == conditional
     assert docs["sigma"].startswith(
-        '(float or "auto", default="auto") The path\'s noise level'
+        '(float or "auto", default=0.01) The path\'s noise level'
     )
     completed = subprocess.run(
         [sys.executable, "-m", "skflow", "fit", "--help"],

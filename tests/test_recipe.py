@@ -94,10 +94,10 @@ def test_auto_sigma_shrinks_with_the_rows_and_grows_with_the_features():
 
 def test_auto_sigma_is_kept_as_sigma_and_counts_rows_by_their_weights():
     X = blobs(n=40)
-    fitted = FlowMatchingDensity(**TINY, random_state=0).fit(X)
+    fitted = FlowMatchingDensity(**TINY, sigma="auto", random_state=0).fit(X)
     assert fitted.sigma_ == fitted.path_.sigma == Recipe().sigma(40, 2)
     # Equal weights, whatever their scale, leave the 40 rows.
-    scaled = FlowMatchingDensity(**TINY, random_state=0).fit(
+    scaled = FlowMatchingDensity(**TINY, sigma="auto", random_state=0).fit(
         X, sample_weight=np.full(40, 1e-6)
     )
     assert scaled.sigma_ == pytest.approx(Recipe().sigma(40, 2), rel=1e-12)
@@ -106,7 +106,9 @@ def test_auto_sigma_is_kept_as_sigma_and_counts_rows_by_their_weights():
     weights = np.r_[39.0, np.ones(39)]
     n_effective = weights.sum() ** 2 / np.square(weights).sum()
     assert n_effective == pytest.approx(3.9)
-    heavy = FlowMatchingDensity(**TINY, random_state=0).fit(X, sample_weight=weights)
+    heavy = FlowMatchingDensity(**TINY, sigma="auto", random_state=0).fit(
+        X, sample_weight=weights
+    )
     assert heavy.sigma_ == pytest.approx(Recipe().sigma(n_effective, 2), rel=1e-12)
     assert heavy.sigma_ > fitted.sigma_
     # A number is taken as it is.

@@ -57,8 +57,7 @@ def _expected_failed_checks(estimator):
         failures["check_sample_weight_equivalence_on_dense_data"] = (
             "training draws random minibatches: weighting rows and repeating "
             "them give the same training distribution but different draws "
-            "(the check shuffles the weighted rows), hence different networks; "
-            'and sigma="auto" counts the weighted rows by their effective number'
+            "(the check shuffles the weighted rows), hence different networks"
         )
     if getattr(estimator, "contamination", None) == "auto":
         # Measured: 0 of the 300 blob points fall below the level for 500 or
