@@ -54,7 +54,14 @@ def test_round_trip_gives_identical_scores_and_samples(estimator, tmp_path):
     assert_array_equal(
         loaded.sample(7, random_state=0), estimator.sample(7, random_state=0)
     )
-    for name in ("mean_", "scale_", "n_iter_", "loss_curve_", "n_features_in_"):
+    for name in (
+        "mean_",
+        "scale_",
+        "sigma_",
+        "n_iter_",
+        "loss_curve_",
+        "n_features_in_",
+    ):
         assert_array_equal(getattr(loaded, name), getattr(estimator, name))
     assert loaded.device_ == estimator.device_
     assert repr(loaded.path_) == repr(estimator.path_)
@@ -333,6 +340,7 @@ def _set_array(saved_file, name, array):
         (lambda h: h["fitted"].update(mean_=5), "malformed entry"),
         (lambda h: h["fitted"].update(path_={"path": {"name": "x"}}), "damaged"),
         (lambda h: h["fitted"].update(n_features_in_={"value": 4}), "damaged"),
+        (lambda h: h["fitted"].update(sigma_={"value": 0.5}), "sigma_ must be"),
         (lambda h: h["fitted"].pop("scale_"), "missing \\['scale_'\\]"),
         (lambda h: h["fitted"].update(spam_={"value": 1}), "unknown \\['spam_'\\]"),
     ],
@@ -349,6 +357,7 @@ def _set_array(saved_file, name, array):
         "malformed-entry",
         "path",
         "n-features",
+        "sigma_",
         "missing-attribute",
         "unknown-attribute",
     ],
