@@ -45,9 +45,11 @@ __all__ = [
 ]
 
 # "auto" chunks hold at most this many numbers in their largest tensor
-# (rows x directions x width): in cache on a CPU (chosen by measurement,
-# benchmarks/results/likelihood_engine.md); GPUs want large launches.
-_CPU_CHUNK_ELEMENTS = 2**20
+# (rows x directions x width). On a CPU, the size at which the rowwise
+# solver, whose batch shrinks as rows finish, scored fastest from 2 to 64
+# features (benchmarks/results/quadrature_tolerance.md, "Rows per chunk");
+# GPUs want large launches.
+_CPU_CHUNK_ELEMENTS = 2**22
 _ACCELERATOR_CHUNK_ELEMENTS = 2**25
 
 # A row on which the adaptive solver gives up is scored by this many rk4

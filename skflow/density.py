@@ -151,7 +151,7 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         its estimated error is below ``atol + rtol * |x|`` (RMS over the
         coordinates of the state x, per row for ``"dopri5-rowwise"``), and
         a quadrature panel of the divergence when its error estimate is
-        below 1,000 times ``atol + rtol * |integral|`` per unit of time.
+        below 10,000 times ``atol + rtol * |integral|`` per unit of time.
 
     atol : float, default=1e-6
         Absolute tolerance of an adaptive solver (see ``rtol``). The
@@ -169,7 +169,7 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
     inference_batch_size : int or "auto", default="auto"
         Rows solved together by :meth:`score_samples` and :meth:`sample`,
         which bounds their memory. ``"auto"`` bounds a chunk's largest tensor
-        to 2^20 numbers on the CPU (in cache) and 2^25 on accelerators.
+        to 2^22 numbers on the CPU and 2^25 on accelerators.
 
     device : str or torch.device, default="auto"
         Where the network runs: ``"auto"`` picks CUDA, then MPS, then the
