@@ -67,15 +67,26 @@ DIVERGENCES = frozenset({"exact", "hutchinson"})
 LIKELIHOOD_METHODS = frozenset({"auto", "augmented", "quadrature"})
 
 # A panel of the divergence quadrature is accepted when |Kronrod 15 -
-# Gauss 7| (the rows' RMS of it where rows share panels) is below this many
+# Gauss 7| (the rows' RMS of it where rows share panels) is below a slack
 # times the solver tolerance (atol + rtol |integral|, per unit of time).
 # That difference estimates the 7-point rule's error, while the 15-point
-# result kept is far more accurate on these smooth integrands. 10,000 keeps
-# every model measured within issue 18's targets (mean 1e-3, max 1e-2 nats)
-# at 1.3 to 2 times fewer nodes than 1,000 in 2-D and at d = 64; above a few
-# features most rows need only the two first panels either way
-# (benchmarks/results/quadrature_tolerance.md).
-QUADRATURE_SLACK = 10_000.0
+# result kept is far more accurate on these smooth integrands. From
+# SLACK_FROM_FEATURES moving features on, 3,000 lets most rows stop at the
+# first two panels, where nodes are dear (d + 1 passes each), with no error
+# above 1e-2 nats measured; in 2-D, where nodes are cheap, 3,000 saved
+# little and let a row in 2,000 err by more than 1e-2, so fewer features
+# keep 1,000 (benchmarks/results/quadrature_tolerance.md).
+QUADRATURE_SLACK = 3_000.0
+LOW_DIMENSIONAL_QUADRATURE_SLACK = 1_000.0
+SLACK_FROM_FEATURES = 16
+
+
+def quadrature_slack(n_features: int) -> float:
+    """The quadrature's slack for a state with n_features moving coordinates."""
+    if n_features >= SLACK_FROM_FEATURES:
+        return QUADRATURE_SLACK
+    return LOW_DIMENSIONAL_QUADRATURE_SLACK
+
 
 # An adaptive solve that needs more field evaluations than this gives up with
 # a SolveFailedError instead of running on: far more than trained fields need,
@@ -379,6 +390,7 @@ def _log_likelihood_rowwise_quadrature(
     """
     n = x1.shape[0]
     velocity_and_divergence = _velocity_and_divergence(field, probes)
+    slack = quadrature_slack(_n_moving(field) or x1.shape[1])
     with torch.no_grad():
         x0, n_trajectory, failed, dense = solve_each_row(
             lambda rows, s, x: -field(1 - s, x),
@@ -405,7 +417,7 @@ def _log_likelihood_rowwise_quadrature(
             divergences,
             len(solved),
             edges=[0.0, 0.5, 1.0],
-            tolerance=lambda kronrod: QUADRATURE_SLACK * (atol + rtol * kronrod.abs()),
+            tolerance=lambda kronrod: slack * (atol + rtol * kronrod.abs()),
             device=x1.device,
         )
     if not converged.all():
@@ -503,6 +515,7 @@ def _log_likelihood_augmented(field, x1, kwargs, rtol, atol, probes, budget):
 def _log_likelihood_by_quadrature(field, x1, kwargs, rtol, atol, probes, budget):
     """Solve the trajectory alone; integrate the divergence by quadrature."""
     velocity_and_divergence = _velocity_and_divergence(field, probes)
+    slack = quadrature_slack(_n_moving(field) or x1.shape[1])
     counting = _CountingField(field, budget)
     trajectory: dict[float, torch.Tensor] = {}
     n_divergences = 0
@@ -530,7 +543,7 @@ def _log_likelihood_by_quadrature(field, x1, kwargs, rtol, atol, probes, budget)
         )
 
     def tolerance(integral):
-        return QUADRATURE_SLACK * (atol + rtol * integral.abs())
+        return slack * (atol + rtol * integral.abs())
 
     integral, converged = integrate_panels(
         divergences, edges=[0.0, 0.5, 1.0], tolerance=tolerance, prepare=prepare

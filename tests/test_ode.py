@@ -7,11 +7,13 @@ from torch.testing import assert_close
 from skflow._nets import VectorField
 from skflow._ode import (
     FIXED_STEP_SOLVERS,
+    SLACK_FROM_FEATURES,
     SolveFailedError,
     exact_divergence,
     hutchinson_divergence,
     integrate,
     log_likelihood,
+    quadrature_slack,
 )
 from skflow._paths import LipmanPath
 from skflow._training import train_vector_field
@@ -234,3 +236,12 @@ def test_fixed_step_solvers_have_no_budget():
     )
     assert stats.n_evaluations == 100
     assert torch.isfinite(log_density).all()
+
+
+def test_the_quadrature_buys_accuracy_where_its_nodes_are_cheap():
+    # A divergence node costs d + 1 passes: below SLACK_FROM_FEATURES the
+    # quadrature keeps the tighter slack, from there on the looser one.
+    low = quadrature_slack(2)
+    assert quadrature_slack(SLACK_FROM_FEATURES - 1) == low
+    assert quadrature_slack(SLACK_FROM_FEATURES) > low
+    assert quadrature_slack(64) == quadrature_slack(SLACK_FROM_FEATURES)
