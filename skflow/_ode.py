@@ -49,6 +49,7 @@ __all__ = [
     "SolveFailedError",
     "MAX_EVALUATIONS",
     "check_solver",
+    "quadrature_slack",
     "integrate",
     "log_likelihood",
     "exact_divergence",
@@ -73,9 +74,9 @@ LIKELIHOOD_METHODS = frozenset({"auto", "augmented", "quadrature"})
 # result kept is far more accurate on these smooth integrands. From
 # SLACK_FROM_FEATURES moving features on, 3,000 lets most rows stop at the
 # first two panels, where nodes are dear (d + 1 passes each), with no error
-# above 1e-2 nats measured; in 2-D, where nodes are cheap, 3,000 saved
-# little and let a row in 2,000 err by more than 1e-2, so fewer features
-# keep 1,000 (benchmarks/results/quadrature_tolerance.md).
+# above 1e-2 nats measured; in 2-D, where nodes are cheap, 3,000 saved a
+# quarter of the time but let a row in 2,000 err by more than 1e-2, so
+# fewer features keep 1,000 (benchmarks/results/quadrature_tolerance.md).
 QUADRATURE_SLACK = 3_000.0
 LOW_DIMENSIONAL_QUADRATURE_SLACK = 1_000.0
 SLACK_FROM_FEATURES = 16
