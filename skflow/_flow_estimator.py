@@ -14,14 +14,16 @@ import copy
 from numbers import Integral, Real
 from typing import ClassVar
 
+import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._device import DTYPES, on_available_device
-from ._early_stopping import check_beats_base_density, hold_out
-from ._inference import rows_per_chunk
-from ._ode import DIVERGENCES, SOLVERS
+from ._device import DTYPES, draw_seed, make_generator, on_available_device
+from ._early_stopping import HeldOutScore, check_beats_base_density, hold_out
+from ._inference import rows_per_chunk, score_chunk
+from ._likelihood_training import fine_tune_likelihood, not_worse
+from ._ode import DIVERGENCES, SOLVERS, SolveFailedError
 from ._paths import PATHS
 from ._recipe import Recipe
 from ._training import diverged_message, train_vector_field
@@ -61,6 +63,7 @@ class FlowEstimator(BaseEstimator):
             StrOptions({"auto"}),
         ],
         "max_iter": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "likelihood_max_iter": [Interval(Integral, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
@@ -95,7 +98,17 @@ class FlowEstimator(BaseEstimator):
         n_targets=None,
     ):
         """Flow matching on ``data``, with early stopping where rows are held
-        out; ``n_targets``: rows are ``[y, x]`` for a conditional field."""
+        out, then likelihood fine-tuning if asked; ``n_targets``: rows are
+        ``[y, x]`` for a conditional field."""
+        n_moving = data.shape[1] if n_targets is None else n_targets
+        if self.likelihood_max_iter and n_moving > self._recipe.likelihood_max_features:
+            raise ValueError(
+                "likelihood_max_iter > 0 needs at most "
+                f"{self._recipe.likelihood_max_features} features (targets for "
+                f"a conditional model), got {n_moving}: beyond that, "
+                "fine-tuning was measured to make densities worse (user "
+                'guide, "Likelihood fine-tuning"). Use likelihood_max_iter=0.'
+            )
         max_iter = self._max_iter(len(data))
         # Held-out rows get weight 0: the sampler never draws them.
         validation_score = self._held_out_score(
@@ -129,7 +142,89 @@ class FlowEstimator(BaseEstimator):
                 validation_score,
                 lambda what: diverged_message(what, self.learning_rate),
             )
+        if self.likelihood_max_iter:
+            field = self._fine_tune(
+                field,
+                path,
+                data,
+                weights,
+                dequantize,
+                rng,
+                generator,
+                validation_score,
+                n_targets,
+            )
         return field, loss_curve, validation_scores, validation_score
+
+    def _fine_tune(
+        self,
+        field,
+        path,
+        data,
+        weights,
+        dequantize,
+        rng,
+        generator,
+        held_out,
+        n_targets,
+    ):
+        """Likelihood fine-tuning, kept unless it scores the held-out rows
+        (or training rows, where none are held out) clearly worse."""
+        recipe = self._recipe
+        tuned, _ = fine_tune_likelihood(
+            field,
+            path,
+            data,
+            weights,
+            max_iter=self.likelihood_max_iter,
+            learning_rate=self.learning_rate * recipe.likelihood_learning_rate_factor,
+            generator=generator,
+            recipe=recipe,
+            dequantize=dequantize,
+            n_targets=n_targets,
+            verbose=self.verbose,
+        )
+        rows = held_out or self._training_rows_score(
+            data, weights, path, dequantize, rng, n_targets
+        )
+        check = self._scoring_check(rows)
+        if not_worse(check(field), check(tuned), rows.weights.cpu().numpy()):
+            return tuned
+        return field
+
+    def _training_rows_score(self, data, weights, path, dequantize, rng, n_targets):
+        """Where no rows are held out, fine-tuning checks its weights on up
+        to ``validation_max_rows`` training rows instead."""
+        recipe = self._recipe
+        candidates = np.flatnonzero(weights.cpu().numpy() > 0)
+        rows = rng.permutation(candidates)[: recipe.validation_max_rows]
+        return HeldOutScore(
+            data[torch.as_tensor(rows, device=data.device)].to(weights.device),
+            weights[rows],
+            path,
+            dequantize,
+            make_generator(draw_seed(rng), weights.device),
+            n_steps=recipe.validation_steps,
+            exact_up_to=recipe.validation_exact_up_to,
+            n_targets=n_targets,
+        )
+
+    def _scoring_check(self, rows):
+        """``check(field)``: the log density of each row of the score
+        ``rows`` under the scoring solver (exact divergence), or None where
+        the solve fails."""
+        solver = self._solver_options()
+
+        def check(field):
+            try:
+                log_density, _, _ = score_chunk(
+                    field, rows.z, rows.log_base_density, None, solver
+                )
+            except SolveFailedError:
+                return None
+            return log_density
+
+        return check
 
     def _held_out_score(
         self, data, weights, sample_weight, path, dequantize, rng, n_targets=None

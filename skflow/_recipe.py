@@ -9,8 +9,9 @@ the estimator with another instance::
 
 instead of patching a module. Why each default was chosen, and what it was
 measured against, is in ``benchmarks/results/recipe_ablation.md`` (the network,
-the time skew, the steps) and ``benchmarks/results/checkpoint_selection.md``
-(early stopping) and ``benchmarks/results/smoothing_by_size.md`` (``sigma="auto"``).
+the time skew, the steps), ``benchmarks/results/checkpoint_selection.md``
+(early stopping), ``benchmarks/results/smoothing_by_size.md`` (``sigma="auto"``)
+and ``benchmarks/results/likelihood_finetuning.md`` (``likelihood_max_iter``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,21 @@ class Recipe:
         validation_min_steps_between`` steps or more ...
     validation_min_steps_between : int
         ... and at least this many steps between two checks in shorter fits.
+    likelihood_steps : int
+        Likelihood fine-tuning (``likelihood_max_iter``): RK4 steps of the
+        differentiable solve, at t = 1 - s^2 for s uniform.
+    likelihood_batch_size : int
+        Rows per fine-tuning step.
+    likelihood_learning_rate_factor : float
+        The fine-tuning learning rate, as a share of ``learning_rate``.
+    likelihood_kinetic_weight : float
+        Weight of the kinetic-energy penalty (the mean over rows of the
+        integral of |v|^2 over t).
+    likelihood_ema_decay : float
+        Cap of the decay of the fine-tuned weights' moving average.
+    likelihood_max_features : int
+        Fine-tuning is refused above this many moving features (targets):
+        with one Hutchinson probe, it made 10-D and 16-D densities worse.
     """
 
     hidden_layer_sizes: tuple[int, ...] = (256, 256, 256, 256)
@@ -96,6 +112,12 @@ class Recipe:
     validation_exact_up_to: int = 3
     validation_checks: int = 25
     validation_min_steps_between: int = 80
+    likelihood_steps: int = 16
+    likelihood_batch_size: int = 64
+    likelihood_learning_rate_factor: float = 0.05
+    likelihood_kinetic_weight: float = 0.05
+    likelihood_ema_decay: float = 0.99
+    likelihood_max_features: int = 3
 
     def fourier_scale(self, n_features: int) -> float:
         """Standard deviation of the random frequencies: 4 in 1 or 2

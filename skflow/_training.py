@@ -148,7 +148,8 @@ class _Minibatches:
         draw = torch.randn(*shape, generator=self.generator, device=self.device)
         return draw.to(self.data.dtype)
 
-    def __call__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def rows(self) -> torch.Tensor:
+        """``batch_size`` rows drawn by weight, dequantized where asked."""
         n, (n_rows, n_features) = self.batch_size, self.data.shape
         rows = torch.searchsorted(
             self.cumulative_weight, self.uniform(n) * self.total_weight, right=True
@@ -156,6 +157,11 @@ class _Minibatches:
         x1 = self.data[rows.to(self.data.device)].to(self.device, non_blocking=True)
         if self.dequantize is not None:
             x1 = x1 + self.uniform(n, n_features) * self.dequantize
+        return x1
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x1 = self.rows()
+        n, n_features = x1.shape
         k = self.n_targets
         if k == n_features:
             x0 = self.path.couple(self.normal(n, n_features), x1)
@@ -175,10 +181,10 @@ class _Progress:
     times; 2 and more: a line with the loss about 10 times; 0: silence.
     The loss reaches the host only when shown: one sync per report."""
 
-    def __init__(self, max_iter: int, verbose: int) -> None:
-        self.max_iter, self.verbose = max_iter, verbose
+    def __init__(self, max_iter: int, verbose: int, what: str = "fit") -> None:
+        self.max_iter, self.verbose, self.what = max_iter, verbose, what
         self.every = max(1, max_iter // (100 if verbose == 1 else 10))
-        self.bar = tqdm(total=max_iter, desc="fit", unit="step", disable=verbose != 1)
+        self.bar = tqdm(total=max_iter, desc=what, unit="step", disable=verbose != 1)
         self.start = time.perf_counter()
 
     def update(self, n_steps_done: int, loss: torch.Tensor) -> None:
@@ -190,7 +196,7 @@ class _Progress:
         elif self.verbose > 1:
             elapsed = time.perf_counter() - self.start
             print(
-                f"[skflow] step {n_steps_done}/{self.max_iter}, "
+                f"[skflow] {self.what} step {n_steps_done}/{self.max_iter}, "
                 f"loss {loss.item():.4f}, {elapsed:.1f} s",
                 flush=True,
             )

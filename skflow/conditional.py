@@ -66,6 +66,7 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
         sigma=0.01,
         hidden_layer_sizes="auto",
         max_iter="auto",
+        likelihood_max_iter=0,
         batch_size=512,
         learning_rate=2e-3,
         validation_fraction=0.1,
@@ -87,6 +88,7 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
         self.sigma = sigma
         self.hidden_layer_sizes = hidden_layer_sizes
         self.max_iter = max_iter
+        self.likelihood_max_iter = likelihood_max_iter
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.validation_fraction = validation_fraction

@@ -101,6 +101,18 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         the number of rows, between a floor and a cap: 70 sqrt(n_samples)
         steps, clipped to [2000, 20000].
 
+    likelihood_max_iter : int, default=0
+        Steps of maximum-likelihood fine-tuning after flow matching; 0
+        skips it. Each step descends the negative log-likelihood of 64 rows
+        through a 16-step RK4 solve of the likelihood ODE (exact
+        divergence), with a kinetic-energy penalty, at 5% of
+        ``learning_rate``. The result is checked on the held-out rows (up
+        to 512 training rows where none are held out) under the scoring
+        solver: if it scores them clearly worse than the flow-matching
+        weights (by more than two standard errors), those are kept instead.
+        Data of more than 3 features are refused (``ValueError``). Its gain
+        and cost are measured in the user guide ("Likelihood fine-tuning").
+
     batch_size : int, default=512
         Number of rows in each minibatch; rows are drawn with replacement,
         so this may exceed the number of samples.
@@ -308,6 +320,7 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         architecture="mlp",
         hidden_layer_sizes="auto",
         max_iter="auto",
+        likelihood_max_iter=0,
         batch_size=512,
         learning_rate=2e-3,
         validation_fraction=0.1,
@@ -330,6 +343,7 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         self.architecture = architecture
         self.hidden_layer_sizes = hidden_layer_sizes
         self.max_iter = max_iter
+        self.likelihood_max_iter = likelihood_max_iter
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.validation_fraction = validation_fraction

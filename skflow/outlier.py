@@ -44,6 +44,7 @@ class FlowMatchingOutlierDetector(OutlierMixin, FlowMatchingDensity):
         architecture="mlp",
         hidden_layer_sizes="auto",
         max_iter="auto",
+        likelihood_max_iter=0,
         batch_size=512,
         learning_rate=2e-3,
         validation_fraction=0.1,
