@@ -184,9 +184,11 @@ class FlowEstimator(BaseEstimator):
             n_targets=n_targets,
             verbose=self.verbose,
         )
-        rows = held_out or self._training_rows_score(
-            data, weights, path, dequantize, rng, n_targets
-        )
+        rows = held_out
+        if rows is None:
+            rows = self._training_rows_score(
+                data, weights, path, dequantize, rng, n_targets
+            )
         check = self._scoring_check(rows)
         if not_worse(check(field), check(tuned), rows.weights.cpu().numpy()):
             return tuned
