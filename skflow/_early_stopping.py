@@ -27,6 +27,7 @@ __all__ = [
     "check_beats_base_density",
     "hold_out",
     "held_out_rows",
+    "rows_score",
 ]
 
 # A kept field whose held-out log-likelihood (per row, standardized units)
@@ -79,7 +80,27 @@ def hold_out(
     rows = held_out_rows(sample_weight, fraction, recipe.validation_max_rows, rng)
     if rows is None:
         return None
-    score = HeldOutScore(
+    score = rows_score(
+        data, weights, rows, path, dequantize, rng, recipe=recipe, n_targets=n_targets
+    )
+    weights[rows] = 0
+    return score
+
+
+def rows_score(
+    data: torch.Tensor,
+    weights: torch.Tensor,
+    rows: np.ndarray,
+    path: ProbabilityPath,
+    dequantize: torch.Tensor | None,
+    rng: np.random.RandomState,
+    *,
+    recipe,
+    n_targets: int | None = None,
+) -> HeldOutScore:
+    """The :class:`HeldOutScore` of the rows ``rows`` of ``data``, its
+    noise and probes seeded from ``rng``, its solve the recipe's."""
+    return HeldOutScore(
         data[torch.as_tensor(rows, device=data.device)].to(weights.device),
         weights[rows],
         path,
@@ -89,8 +110,6 @@ def hold_out(
         exact_up_to=recipe.validation_exact_up_to,
         n_targets=n_targets,
     )
-    weights[rows] = 0
-    return score
 
 
 class HeldOutScore:

@@ -19,8 +19,8 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._device import DTYPES, draw_seed, make_generator, on_available_device
-from ._early_stopping import HeldOutScore, check_beats_base_density, hold_out
+from ._device import DTYPES, on_available_device
+from ._early_stopping import check_beats_base_density, hold_out, rows_score
 from ._inference import rows_per_chunk, score_chunk
 from ._likelihood_training import fine_tune_likelihood, not_worse
 from ._ode import DIVERGENCES, SOLVERS, SolveFailedError
@@ -200,14 +200,14 @@ class FlowEstimator(BaseEstimator):
         recipe = self._recipe
         candidates = np.flatnonzero(weights.cpu().numpy() > 0)
         rows = rng.permutation(candidates)[: recipe.validation_max_rows]
-        return HeldOutScore(
-            data[torch.as_tensor(rows, device=data.device)].to(weights.device),
-            weights[rows],
+        return rows_score(
+            data,
+            weights,
+            rows,
             path,
             dequantize,
-            make_generator(draw_seed(rng), weights.device),
-            n_steps=recipe.validation_steps,
-            exact_up_to=recipe.validation_exact_up_to,
+            rng,
+            recipe=recipe,
             n_targets=n_targets,
         )
 
