@@ -1,5 +1,6 @@
 """Maximum-likelihood fine-tuning (``likelihood_max_iter``)."""
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -12,10 +13,11 @@ from test_ode import GaussianField, _gaussian
 from skflow import ConditionalFlowMatchingDensity, FlowMatchingDensity
 from skflow._likelihood_training import (
     _velocity_and_divergence,
+    fine_tune_likelihood,
     grid_log_likelihood,
     not_worse,
 )
-from skflow._nets import VectorField
+from skflow._nets import ConditionalVectorField, VectorField
 from skflow._ode import exact_divergence
 from skflow._paths import LipmanPath
 
@@ -134,7 +136,34 @@ def test_the_check_rejects_only_a_clear_loss():
     assert not not_worse(before, np.r_[before[:-1], np.nan], weights)
 
 
-def test_conditional_fine_tuning_moves_y_only():
+def test_conditional_fine_tuning_trains_a_copy_that_moves_y_only():
+    torch.manual_seed(0)
+    field = ConditionalVectorField(1, 2, (16, 16)).double()
+    start = copy.deepcopy(field.state_dict())
+    rows = torch.randn(200, 3, dtype=torch.float64)  # [y, x]
+    tuned, losses = fine_tune_likelihood(
+        field,
+        LipmanPath(0.0),
+        rows,
+        torch.ones(200, dtype=torch.float64),
+        max_iter=5,
+        learning_rate=1e-3,
+        generator=torch.Generator().manual_seed(0),
+        recipe=FlowMatchingDensity._recipe,
+        n_targets=1,
+    )
+    assert len(losses) == 5 and np.isfinite(losses).all()
+    # The start is left as it was; the copy moved.
+    for name, value in field.state_dict().items():
+        torch.testing.assert_close(value, start[name])
+    assert any(
+        not torch.equal(value, start[name])
+        for name, value in tuned.state_dict().items()
+    )
+    # The condition columns have zero velocity, so the solve carries x.
+    t = torch.tensor(0.5, dtype=torch.float64)
+    assert torch.equal(tuned(t, rows)[:, 1:], torch.zeros(200, 2, dtype=torch.float64))
+    # And the estimator runs the stage on p(y | x).
     rng = np.random.RandomState(0)
     X = rng.normal(size=(300, 2))
     y = X[:, :1] ** 2 + 0.3 * rng.normal(size=(300, 1))
