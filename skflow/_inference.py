@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ._device import make_generator, to_numpy, to_tensor
+from ._device import to_numpy, to_tensor
 from ._ode import (
     MAX_EVALUATIONS,
     SolveFailedError,
@@ -31,6 +31,7 @@ from ._ode import (
     integrate,
     log_likelihood,
 )
+from ._row_noise import row_uniforms
 
 __all__ = [
     "FALLBACK_STEPS",
@@ -307,14 +308,14 @@ def log_densities(
     """Log densities (standardized units) of the rows of X, chunk by chunk.
 
     ``standardize(X_rows)`` maps rows to the field's space; ``n_probes``
-    Hutchinson probes per row (None: the exact divergence) come from a
-    stream seeded by ``probe_seed``, drawn on the CPU chunk after chunk, so
-    each row's probes depend neither on the chunking nor on the device.
+    Hutchinson probes per row (None: the exact divergence) are drawn on the
+    CPU from the row's own values and ``probe_seed``
+    (:func:`~skflow._row_noise.row_uniforms`), so each row's probes depend
+    neither on the other rows, nor on the chunking, nor on the device.
     Returns the log densities (float64; -inf, with a warning, where they
     overflowed).
     """
     parameter = next(field.parameters())
-    probe_generator = make_generator(probe_seed, torch.device("cpu"))
     log_density = np.empty(X.shape[0])
     solves, n_fallbacks = [], 0
     for rows in chunks(
@@ -324,8 +325,9 @@ def log_densities(
         probes = None
         if n_probes is not None:
             shape = (z.shape[0], n_probes, z.shape[1])
-            signs = torch.randint(0, 2, shape, generator=probe_generator)
-            probes = (2 * signs - 1).to(parameter.device, parameter.dtype)
+            uniforms = row_uniforms(X[rows], probe_seed, n_probes * z.shape[1], 1)
+            signs = np.where(uniforms < 0.5, -1.0, 1.0).reshape(shape)
+            probes = torch.from_numpy(signs).to(parameter.device, parameter.dtype)
         log_density[rows], chunk_solves, chunk_fallbacks = score_chunk(
             field, z, log_base_density, probes, solver
         )

@@ -12,6 +12,8 @@ import warnings
 
 import numpy as np
 
+from ._row_noise import row_uniforms
+
 __all__ = [
     "check_sample_weight",
     "fit_standardization",
@@ -136,16 +138,22 @@ def log_jacobian(scale: np.ndarray) -> float:
 
 
 def dequantized(
-    X: np.ndarray, integer_columns: np.ndarray | None, rng: np.random.Generator
+    X: np.ndarray,
+    integer_columns: np.ndarray | None,
+    seed: int,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """X with U[0, 1) noise from ``rng`` added to its integer columns.
+    """X with U[0, 1) noise added to its integer columns.
 
-    The draw covers every column (the others get 0 times it), so a row's
-    noise depends only on its position in the stream, not on the mask.
+    Row i's noise is drawn from the values of ``rows[i]`` (default: X, a
+    conditional model passes its rows [y, x]) and ``seed``
+    (:func:`~skflow._row_noise.row_uniforms`), so it depends on that row
+    alone, not on the other rows of the call or on the mask.
     """
     if integer_columns is None or not integer_columns.any():
         return X
-    return X + integer_columns * rng.random(X.shape)
+    noise = row_uniforms(X if rows is None else rows, seed, X.shape[1])
+    return X + integer_columns * noise
 
 
 def to_data_units(

@@ -45,8 +45,9 @@ _DEQUANTIZE = """\
     dequantize : bool, default=False
         Treat the columns of y whose every training value is a whole number
         as discrete: the model is then a density of y + U, U ~ U[0, 1), and
-        :meth:`score_samples` returns log q(y + u | x) for one seeded draw
-        of u per row (see :class:`FlowMatchingDensity`). False, the
+        :meth:`score_samples` returns log q(y + u | x) for one draw of u
+        per row, drawn from the row's values (see
+        :class:`FlowMatchingDensity`). False, the
         default, models y as continuous: integer targets are common in
         regression data, and a dequantized y would change what ``score``
         measures. X is never dequantized.
@@ -395,11 +396,9 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
         check_solver(self.solver, self.n_steps)
         hutchinson = self.divergence == "hutchinson"
         k = self.n_targets_
-        # Dequantization noise: one seeded stream read chunk after chunk.
-        noise = np.random.default_rng(self._probe_seed)
 
         def standardize_rows(rows):
-            y = dequantized(rows[:, :k], self.integer_targets_, noise)
+            y = dequantized(rows[:, :k], self.integer_targets_, self._probe_seed, rows)
             return np.hstack(
                 [
                     (y - self.y_mean_) / self.y_scale_,

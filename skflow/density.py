@@ -137,9 +137,10 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         (counts, ratings, codes) as discrete: the model is a continuous
         density q of X + U, U ~ U[0, 1), so integers cannot make it grow
         without bound. :meth:`score_samples` then returns log q(x + u) for
-        one seeded draw of u per row, an unbiased estimate of a lower bound
-        on log P(x) (Theis et al., 2016), and :meth:`sample` rounds those
-        columns down. False models every column as continuous.
+        one draw of u per row, an unbiased estimate of a lower bound on
+        log P(x) (Theis et al., 2016); the draw comes from the row's own
+        values, so equal rows score alike in any call. :meth:`sample`
+        rounds those columns down. False models every column as continuous.
 
     solver : {"dopri5-rowwise", "dopri5", "dopri8", "bosh3", "fehlberg2", \
             "adaptive_heun", "euler", "midpoint", "heun3", "rk4"}, \
@@ -173,8 +174,9 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
 
     divergence : {"exact", "hutchinson"}, default="exact"
         The divergence in the likelihood: exact (about d + 1 passes of the
-        network), or Hutchinson's unbiased estimate with ``n_probes`` seeded
-        Rademacher probes, cheaper in high dimension but noisy.
+        network), or Hutchinson's unbiased estimate with ``n_probes``
+        Rademacher probes per row, drawn from the row's own values, cheaper
+        in high dimension but noisy.
 
     n_probes : int, default=1
         Number of Hutchinson probes; ignored when ``divergence="exact"``.
@@ -570,14 +572,11 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         """score_samples on an already validated X."""
         check_solver(self.solver, self.n_steps)
         hutchinson = self.divergence == "hutchinson"
-        # Dequantization noise: one seeded stream read chunk after chunk,
-        # so each row's draw does not depend on the chunking.
-        noise = np.random.default_rng(self._probe_seed)
         integer_columns = getattr(self, "integer_columns_", None)
 
         def standardize(X_rows):
             return (
-                dequantized(X_rows, integer_columns, noise) - self.mean_
+                dequantized(X_rows, integer_columns, self._probe_seed) - self.mean_
             ) / self.scale_
 
         log_density = log_densities(

@@ -451,14 +451,25 @@ def test_default_solver_scores_each_row_on_its_own(dtype, tolerance):
     assert_allclose(est.score_samples(X), whole, atol=tolerance, rtol=0)
 
 
-def test_hutchinson_probes_do_not_depend_on_chunking():
+def test_hutchinson_probes_depend_on_the_row_alone():
     X = blobs(n=50, d=3)
+    X[1] = X[0]  # a duplicate draws the same probes
     est = FlowMatchingDensity(
         **SMALL_EXACT, divergence="hutchinson", n_probes=2, random_state=0
     ).fit(X)
     whole = est.score_samples(X)
+    assert whole[1] == pytest.approx(whole[0], rel=1e-12)
+    order = np.random.RandomState(0).permutation(len(X))
+    assert_allclose(est.score_samples(X[order]), whole[order], rtol=1e-10)
+    assert_allclose(est.score_samples(X[4:5]), whole[4:5], rtol=1e-10)
     est.set_params(inference_batch_size=9)
     assert_allclose(est.score_samples(X), whole, rtol=1e-12)
+    # The probes are random: another fit's seed gives other estimates.
+    other = FlowMatchingDensity(
+        **SMALL_EXACT, divergence="hutchinson", n_probes=2, random_state=0
+    ).fit(X)
+    other._probe_seed += 1
+    assert not np.allclose(other.score_samples(X), whole, rtol=1e-6)
 
 
 def test_solver_stats_count_field_evaluations():

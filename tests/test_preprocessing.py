@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _data import TINY, blobs
+from _data import EXACT, TINY, blobs
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.stats import norm, poisson
 
@@ -122,26 +122,32 @@ def test_samples_of_integer_columns_are_rounded_down():
 
 def test_dequantization_adds_uniform_noise_to_integer_columns_only():
     X = blobs(1000, 3)
-    noisy = dequantized(X, np.array([True, False, True]), np.random.default_rng(0))
+    noisy = dequantized(X, np.array([True, False, True]), seed=0)
     assert_array_equal(noisy[:, 1], X[:, 1])  # bitwise unchanged
     noise = noisy[:, [0, 2]] - X[:, [0, 2]]
     assert noise.min() >= 0 and noise.max() < 1
     # U[0, 1) has mean 1/2: 2,000 draws pin it to about 0.006.
     assert noise.mean() == pytest.approx(0.5, abs=0.03)
-    assert dequantized(X, None, np.random.default_rng(0)) is X
-    assert dequantized(X, np.zeros(3, bool), np.random.default_rng(0)) is X
+    assert dequantized(X, None, seed=0) is X
+    assert dequantized(X, np.zeros(3, bool), seed=0) is X
 
 
-def test_a_rows_noise_depends_on_its_place_in_the_stream_only():
-    X = np.zeros((10, 2))
-    both = dequantized(X, np.array([True, True]), np.random.default_rng(0))
-    first = dequantized(X, np.array([True, False]), np.random.default_rng(0))
-    assert_array_equal(first[:, 0], both[:, 0])
-    # Chunk after chunk from one stream: the draws of one call on all rows.
-    rng = np.random.default_rng(0)
+def test_a_rows_noise_depends_on_its_values_and_the_seed_only():
+    X = np.random.RandomState(0).poisson(3.0, (20, 2)).astype(float)
     mask = np.array([True, True])
-    chunked = np.vstack([dequantized(X[:4], mask, rng), dequantized(X[4:], mask, rng)])
-    assert_array_equal(chunked, both)
+    both = dequantized(X, mask, seed=0)
+    # Not on the mask, the other rows, their order, or a duplicate beside it.
+    assert_array_equal(dequantized(X, np.array([True, False]), 0)[:, 0], both[:, 0])
+    assert_array_equal(dequantized(X[::-1], mask, 0), both[::-1])
+    assert_array_equal(dequantized(X[[3, 3]], mask, 0), both[[3, 3]])
+    # Another seed, other draws.
+    assert not np.any(dequantized(X, mask, seed=1) == both)
+    # A conditional model draws from its whole rows [y, x]: rows equal in
+    # y but not in x get different noise.
+    y = np.zeros((2, 1))
+    rows = np.array([[0.0, 1.0], [0.0, 2.0]])
+    noisy_y = dequantized(y, np.array([True]), 0, rows=rows)
+    assert noisy_y[0, 0] != noisy_y[1, 0]
 
 
 def test_which_columns_the_estimator_dequantizes():
@@ -171,13 +177,18 @@ def _counts_and_reals(n, seed):
     return np.column_stack([rng.poisson(3.0, n), rng.normal(size=n)])
 
 
-def test_dequantization_noise_does_not_depend_on_the_chunking():
+def test_a_discrete_rows_score_depends_on_that_row_alone():
     X = _counts_and_reals(100, 0)
-    params = {**TINY, "max_iter": 50, "solver": "rk4", "n_steps": 4}
-    est = FlowMatchingDensity(**params, dequantize=True, random_state=0).fit(X)
-    whole = est.score_samples(X)
+    X[1] = X[0]  # a duplicate
+    est = FlowMatchingDensity(**EXACT, dequantize=True, random_state=0).fit(X)
+    scores = est.score_samples(X)
+    # Float64 fixed steps: only the matrix products' round-off may differ.
+    assert scores[1] == pytest.approx(scores[0], rel=1e-12)
+    order = np.random.RandomState(0).permutation(len(X))
+    assert_allclose(est.score_samples(X[order]), scores[order], rtol=1e-10)
+    assert_allclose(est.score_samples(X[5:6]), scores[5:6], rtol=1e-10)
     est.set_params(inference_batch_size=7)
-    assert_allclose(est.score_samples(X), whole, rtol=1e-6)
+    assert_allclose(est.score_samples(X), scores, rtol=1e-10)
     # The same call twice gives the same draws.
     assert_array_equal(est.score_samples(X), est.score_samples(X))
 
