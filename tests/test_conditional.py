@@ -305,3 +305,16 @@ def test_integer_targets_are_continuous_unless_asked():
     assert discrete.integer_targets_.all()
     draws = discrete.sample(X[:5], n_samples=20, random_state=0)
     assert_array_equal(draws, np.floor(draws))
+
+
+def test_a_discrete_targets_score_depends_on_its_row_alone():
+    X, y = heteroscedastic(60)
+    counts = np.round(3 * np.abs(y))
+    X[1], counts[1] = X[0], counts[0]  # a duplicate row
+    est = ConditionalFlowMatchingDensity(**EXACT, dequantize=True, random_state=0)
+    scores = est.fit(X, counts).score_samples(X, counts)
+    # Its noise comes from the row [y, x]: float64 fixed steps, round-off only.
+    assert scores[1] == pytest.approx(scores[0], rel=1e-12)
+    reversed_scores = est.score_samples(X[::-1], counts[::-1])[::-1]
+    assert_allclose(reversed_scores, scores, rtol=1e-10)
+    assert_allclose(est.score_samples(X[7:8], counts[7:8]), scores[7:8], rtol=1e-10)
