@@ -26,7 +26,7 @@ reported on the sets it was chosen on (issue 21):
 
 The data ship with scikit-learn and statsmodels (the ``bench`` extra);
 nothing is downloaded. Run from the repository root on an idle machine
-(about 30 minutes on 2 cores): ``python -m benchmarks.anomaly_detection``.
+(about 20 minutes on 2 cores): ``python -m benchmarks.anomaly_detection``.
 """
 
 from __future__ import annotations
