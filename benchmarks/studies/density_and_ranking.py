@@ -27,7 +27,7 @@ Run from the repository root on an idle machine (``bench`` extra):
 
 Each shard (one torch thread) appends its runs to
 ``/tmp/density_and_ranking_runs.jsonl``; ``--write`` writes
-``results/density_and_ranking.{json,md}`` (about 25 minutes in all).
+``results/density_and_ranking.{json,md}`` (about 10 minutes in all).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ Run from the repository root on an idle machine (``bench`` extra):
 Each shard (one torch thread) appends its runs to
 ``/tmp/discrete_scoring_runs.jsonl`` and skips those already there;
 ``--write`` writes ``results/discrete_scoring.{json,md}`` from them (about
-40 minutes in all on 2 cores).
+20 minutes in all on 2 cores).
 """
 
 from __future__ import annotations
