@@ -93,15 +93,16 @@ def read_runs(path: Path) -> list[dict]:
 def run_shard(
     jobs: Sequence[tuple],
     this_shard: tuple[int, int],
-    run_one: Callable[..., dict],
+    run_one: Callable[..., dict | list[dict]],
     runs: Path,
     key: Sequence[str],
 ) -> None:
     """Run this shard's jobs that ``runs`` does not hold yet, appending each
     result as it comes (a stopped study resumes where it stopped).
 
-    A job is the tuple of the ``key`` fields of its result. Torch gets one
-    thread, so that two shards share a 2-core machine.
+    A job is the tuple of the ``key`` fields of its result; ``run_one`` may
+    return one result or a list of results that share those fields. Torch
+    gets one thread, so that two shards share a 2-core machine.
     """
     torch.set_num_threads(1)
     done = set()
@@ -111,6 +112,8 @@ def run_shard(
     for job in jobs[index::count]:
         if job in done:
             continue
-        result = run_one(*job)
+        results = run_one(*job)
+        if isinstance(results, dict):
+            results = [results]
         with _open(runs, "at") as file:
-            file.write(json.dumps(result) + "\n")
+            file.writelines(json.dumps(result) + "\n" for result in results)

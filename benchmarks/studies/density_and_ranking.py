@@ -33,7 +33,6 @@ Each shard (one torch thread) appends its runs to
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from benchmarks._common import (
     environment,
     environment_line,
     read_runs,
+    run_shard,
     shard,
     timed,
     write_results,
@@ -74,6 +74,7 @@ def _jobs():
 
 
 def _run(name, seed):
+    print((name, seed), flush=True)
     ((train, test, truth),) = [
         split[1:] for split in protocol_splits(*TASKS[name][1]()) if split[0] == seed
     ]
@@ -96,19 +97,6 @@ def _run(name, seed):
             }
         )
     return runs
-
-
-def run(this_shard):
-    import torch
-
-    torch.set_num_threads(1)
-    done = {(r["set"], r["seed"]) for r in (read_runs(RUNS) if RUNS.exists() else [])}
-    index, count = this_shard
-    for number, job in enumerate(_jobs()):
-        if number % count == index and job not in done:
-            print(job, flush=True)
-            with RUNS.open("a") as file:
-                file.writelines(json.dumps(r) + "\n" for r in _run(*job))
 
 
 def report(results):
@@ -152,7 +140,7 @@ def main():
     parser.add_argument("--write", action="store_true", help="write the results")
     args = parser.parse_args()
     if args.shard:
-        run(args.shard)
+        run_shard(list(_jobs()), args.shard, _run, RUNS, key=("set", "seed"))
     if args.write:
         results = environment(__spec__.name)
         results["command"] += " --shard 0/2 & ... --shard 1/2; ... --write"

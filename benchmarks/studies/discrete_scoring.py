@@ -46,7 +46,6 @@ Each shard (one torch thread) appends its runs to
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from pathlib import Path
 
@@ -60,6 +59,7 @@ from benchmarks._common import (
     environment,
     environment_line,
     read_runs,
+    run_shard,
     shard,
     write_results,
 )
@@ -152,23 +152,11 @@ def _density_run(seed):
     ]
 
 
-def run(this_shard):
-    import torch
-
-    torch.set_num_threads(1)
-    done = {
-        (r["part"], r["group"], r["set"], r["seed"])
-        for r in (read_runs(RUNS) if RUNS.exists() else [])
-    }
-    index, count = this_shard
-    for number, key in enumerate(_jobs()):
-        if number % count != index or key in done:
-            continue
-        print(key, flush=True)
-        part, *task = key
-        runs = _density_run(task[-1]) if part == "density" else _anomaly_run(*task)
-        with RUNS.open("a") as file:
-            file.writelines(json.dumps(r) + "\n" for r in runs)
+def _run_one(part, group, name, seed):
+    print((part, group, name, seed), flush=True)
+    if part == "density":
+        return _density_run(seed)
+    return _anomaly_run(group, name, seed)
 
 
 def _mean(runs, **match):
@@ -242,7 +230,8 @@ def main():
     parser.add_argument("--write", action="store_true", help="write the results")
     args = parser.parse_args()
     if args.shard:
-        run(args.shard)
+        key = ("part", "group", "set", "seed")
+        run_shard(list(_jobs()), args.shard, _run_one, RUNS, key)
     if args.write:
         results = environment(__spec__.name)
         results["command"] += " --shard 0/2 & ... --shard 1/2; ... --write"
