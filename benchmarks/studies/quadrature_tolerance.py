@@ -110,10 +110,9 @@ MODELS = {
 
 def _reference(est, X):
     """Float64, every row on its own steps and panels, at 1e-10, of the
-    rows as one ``score_samples`` call sees them (dequantized by its
-    seeded noise)."""
-    noise = np.random.default_rng(est._probe_seed)
-    X = dequantized(X, getattr(est, "integer_columns_", None), noise)
+    rows as ``score_samples`` sees them (dequantized by each row's own
+    draw)."""
+    X = dequantized(X, getattr(est, "integer_columns_", None), est._probe_seed)
     field64 = copy.deepcopy(est.vector_field_).double()
     z = torch.as_tensor((X - est.mean_) / est.scale_, dtype=torch.float64)
     values, _ = ode.log_likelihood(
