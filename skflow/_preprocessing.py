@@ -1,9 +1,11 @@
-"""Standardization with its Jacobian, integer columns and dequantization.
+"""Standardization with its Jacobian, integer columns, atoms and dequantization.
 
 The flow sees ``z = (x - mean) / scale``; every log density it returns is
 moved back to the caller's units by ``log_jacobian(scale)``. Columns of
 whole numbers are modelled as x + u, u ~ U[0, 1) (dequantization): noise is
-added when training and scoring, and samples are rounded down.
+added when training and scoring, and samples are rounded down. The outlier
+detector also spreads the atoms of other columns (a value that many rows
+share) over a cell around them (:func:`find_atoms`, :func:`dequantized`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from ._row_noise import row_uniforms
 __all__ = [
     "check_sample_weight",
     "fit_standardization",
+    "at_atoms",
     "dequantized",
+    "find_atoms",
     "integer_columns",
     "log_jacobian",
     "standardize",
@@ -137,23 +141,86 @@ def log_jacobian(scale: np.ndarray) -> float:
     return -float(np.sum(np.log(scale)))
 
 
+def find_atoms(
+    X: np.ndarray, sample_weight: np.ndarray, skip: np.ndarray, min_share: float
+) -> np.ndarray:
+    """The atoms of X: values that carry at least ``min_share`` of the
+    weight of a column of more than 1 / ``min_share`` distinct values that
+    also has that share off them.
+
+    A column of fewer values, or whose values are atoms but for less than
+    ``min_share`` of its weight, is a set of levels (a coded or coarsely
+    rounded column): every row sits on a spike there, so none is favoured
+    over the others, and it gets no atoms. Columns in the ``skip`` mask
+    (the integer ones, dequantized already) are not searched. Returns an
+    array of shape (n_features, k): row j holds column j's atoms, padded
+    with NaN (k is the most atoms of one column, below 1 / min_share, and
+    0 where no column has any).
+    """
+    total = sample_weight.sum()
+    found = []
+    for column, skipped in zip(X.T, skip, strict=True):
+        if skipped:
+            found.append(np.empty(0))
+            continue
+        values, index = np.unique(column, return_inverse=True)
+        weight = np.bincount(index, weights=sample_weight, minlength=len(values))
+        is_atom = weight >= min_share * total
+        levels = len(values) <= 1 / min_share
+        off_atoms = weight[~is_atom].sum()
+        mixed = not levels and off_atoms >= min_share * total
+        found.append(values[is_atom] if mixed else [])
+    atoms = np.full((X.shape[1], max(map(len, found), default=0)), np.nan)
+    for row, values in zip(atoms, found, strict=True):
+        row[: len(values)] = values
+    return atoms
+
+
+def at_atoms(X: np.ndarray, atoms: np.ndarray) -> np.ndarray:
+    """Mask of the entries of X that equal an atom of their column.
+
+    Compared in float32, so data scored as float32 find the atoms of a fit
+    on the same data as float64.
+    """
+    mask = np.zeros(X.shape, dtype=bool)
+    for j, values in enumerate(atoms):
+        values = values[~np.isnan(values)]
+        if len(values):
+            column = X[:, j].astype(np.float32)
+            mask[:, j] = np.isin(column, values.astype(np.float32))
+    return mask
+
+
 def dequantized(
     X: np.ndarray,
     integer_columns: np.ndarray | None,
     seed: int,
     rows: np.ndarray | None = None,
+    atoms: np.ndarray | None = None,
+    atom_widths: np.ndarray | None = None,
+    uniforms: np.ndarray | None = None,
 ) -> np.ndarray:
-    """X with U[0, 1) noise added to its integer columns.
+    """X with U[0, 1) noise added to its integer columns, and each entry at
+    one of the ``atoms`` (from :func:`find_atoms`) moved to a uniform draw
+    within half its column's ``atom_widths`` of it.
 
     Row i's noise is drawn from the values of ``rows[i]`` (default: X, a
     conditional model passes its rows [y, x]) and ``seed``
     (:func:`~skflow._row_noise.row_uniforms`), so it depends on that row
-    alone, not on the other rows of the call or on the mask.
+    alone, not on the other rows of the call or on the mask; or it is
+    ``uniforms`` (an array of X's shape) where given. A column is an integer
+    one or has atoms, never both, so the two share its draw.
     """
-    if integer_columns is None or not integer_columns.any():
+    has_integers = integer_columns is not None and integer_columns.any()
+    has_atoms = atoms is not None and not np.isnan(atoms).all()
+    if not (has_integers or has_atoms):
         return X
-    noise = row_uniforms(X if rows is None else rows, seed, X.shape[1])
-    return X + integer_columns * noise
+    if uniforms is None:
+        uniforms = row_uniforms(X if rows is None else rows, seed, X.shape[1])
+    out = X + integer_columns * uniforms if has_integers else X
+    if has_atoms:
+        out = out + at_atoms(X, atoms) * (uniforms - 0.5) * atom_widths
+    return out
 
 
 def to_data_units(

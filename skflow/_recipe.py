@@ -10,8 +10,9 @@ the estimator with another instance::
 instead of patching a module. Why each default was chosen, and what it was
 measured against, is in ``benchmarks/results/recipe_ablation.md`` (the network,
 the time skew, the steps), ``benchmarks/results/checkpoint_selection.md``
-(early stopping), ``benchmarks/results/smoothing_by_size.md`` (``sigma="auto"``)
-and ``benchmarks/results/likelihood_finetuning.md`` (``likelihood_max_iter``).
+(early stopping), ``benchmarks/results/smoothing_by_size.md`` (``sigma="auto"``),
+``benchmarks/results/likelihood_finetuning.md`` (``likelihood_max_iter``) and
+``benchmarks/results/atoms.md`` (the detector's atoms).
 """
 
 from __future__ import annotations
@@ -89,6 +90,15 @@ class Recipe:
     likelihood_max_features : int
         Fine-tuning is refused above this many moving features (targets):
         with one Hutchinson probe, it made 10-D and 16-D densities worse.
+    atom_share : float
+        :class:`~skflow.FlowMatchingOutlierDetector`: a value of a column
+        that is not whole numbers is an atom where it carries at least this
+        share of the training weight, in a column of more than its inverse
+        of distinct values with at least this share off its atoms ...
+    atom_width : float
+        ... and its rows are spread uniformly over a cell this many of the
+        column's standard deviations wide, centred on it (chosen in
+        benchmarks/results/atoms.md).
     """
 
     hidden_layer_sizes: tuple[int, ...] = (256, 256, 256, 256)
@@ -118,6 +128,8 @@ class Recipe:
     likelihood_kinetic_weight: float = 0.05
     likelihood_ema_decay: float = 0.99
     likelihood_max_features: int = 3
+    atom_share: float = 0.05
+    atom_width: float = 1.0
 
     def fourier_scale(self, n_features: int) -> float:
         """Standard deviation of the random frequencies: 4 in 1 or 2

@@ -32,6 +32,7 @@ from ._paths import make_path
 from ._preprocessing import (
     check_sample_weight,
     dequantized,
+    find_atoms,
     fit_standardization,
     log_jacobian,
     to_data_units,
@@ -313,6 +314,10 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
     # The network classes by architecture; studies subclass these too.
     _network: ClassVar[type[VectorField]] = VectorField
     _hollow_network: ClassVar[type[HollowVectorField]] = HollowVectorField
+    # Whether dequantization also spreads the atoms of non-integer columns
+    # (values that many rows share) over cells: the outlier detector's
+    # ranking, not a density of the data as they are (see _fit).
+    _spreads_atoms: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -423,6 +428,26 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         mean, scale, discrete = fit_standardization(
             X, sample_weight, dequantize=self.dequantize, sigma=sigma
         )
+        rng = np.random.RandomState(draw_seed(self.random_state))
+        init_seed, train_seed, probe_seed = (draw_seed(rng) for _ in range(3))
+        atoms = None
+        if self._spreads_atoms:
+            # A spike of width about sigma on an atom would make every row
+            # there look typical, whatever its other columns; spread over a
+            # cell, its mass weighs as much as a column's usual density.
+            # One draw for the fit (scoring draws from each row's values).
+            atoms = np.empty((X.shape[1], 0))
+            if self.dequantize:
+                atoms = find_atoms(X, sample_weight, discrete, self._recipe.atom_share)
+            if not np.isnan(atoms).all():
+                X = dequantized(
+                    X,
+                    None,
+                    0,
+                    atoms=atoms,
+                    atom_widths=self._recipe.atom_width * scale,
+                    uniforms=np.random.default_rng([train_seed, 1]).random(X.shape),
+                )
         n_bytes = X.size * torch.finfo(dtype).bits // 8
         data = standardized_tensor(
             X, mean, scale, training_data_device(n_bytes, device), dtype
@@ -430,8 +455,6 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         dequantize = (
             to_tensor(discrete / scale, device, dtype) if discrete.any() else None
         )
-        rng = np.random.RandomState(draw_seed(self.random_state))
-        init_seed, train_seed, probe_seed = (draw_seed(rng) for _ in range(3))
         path = make_path(self.path, sigma)
         field = self._build_field(X.shape[1], hidden_layer_sizes, init_seed)
         field, loss_curve, validation_scores, held_out = self._train(
@@ -446,6 +469,8 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         )
         error = self._measure_likelihood_error(field, path, held_out, draw_seed(rng))
         self.mean_, self.scale_, self.integer_columns_ = mean, scale, discrete
+        if atoms is not None:
+            self.atoms_ = atoms
         self.sigma_ = sigma
         self.path_, self.vector_field_, self.device_ = path, field, device
         self.n_iter_ = len(loss_curve)
@@ -573,11 +598,18 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         check_solver(self.solver, self.n_steps)
         hutchinson = self.divergence == "hutchinson"
         integer_columns = getattr(self, "integer_columns_", None)
+        atoms = getattr(self, "atoms_", None)
+        atom_widths = self._recipe.atom_width * self.scale_
 
         def standardize(X_rows):
-            return (
-                dequantized(X_rows, integer_columns, self._probe_seed) - self.mean_
-            ) / self.scale_
+            X_rows = dequantized(
+                X_rows,
+                integer_columns,
+                self._probe_seed,
+                atoms=atoms,
+                atom_widths=atom_widths,
+            )
+            return (X_rows - self.mean_) / self.scale_
 
         log_density = log_densities(
             self.vector_field_,

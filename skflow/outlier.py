@@ -10,7 +10,7 @@ from sklearn.base import OutlierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._docstrings import numpydoc_section
+from ._docstrings import numpydoc_section, replace_entry
 from ._flow_estimator import restored_on_failure
 from .density import FlowMatchingDensity
 
@@ -26,6 +26,8 @@ AUTO_SAMPLES = 4000
 class FlowMatchingOutlierDetector(OutlierMixin, FlowMatchingDensity):
     # The docstring is assembled below from FlowMatchingDensity's, so the
     # shared parameters are documented once.
+
+    _spreads_atoms: ClassVar[bool] = True
 
     _parameter_constraints: ClassVar[dict] = {
         **FlowMatchingDensity._parameter_constraints,
@@ -141,6 +143,32 @@ class FlowMatchingOutlierDetector(OutlierMixin, FlowMatchingDensity):
         return np.where(self.decision_function(X) >= 0, 1, -1)
 
 
+_DEQUANTIZE = """\
+    dequantize : bool, default=True
+        As in :class:`FlowMatchingDensity`, the whole-number columns are
+        modelled as X + U, U ~ U[0, 1). The detector also spreads the atoms
+        of the other columns: in a column of more than 20 distinct values,
+        a value that carries at least 5% of the training weight (a zero
+        amount, a floor, a default) is an atom if at least 5% of the weight
+        is off the atoms, and an entry equal to it is moved to a uniform
+        draw within half a standard deviation of its column around it, once
+        when fitting and, when scoring, by a draw from the row's own values
+        (``atoms_`` lists them). A density of the values as they are puts a
+        spike about ``sigma`` wide on an atom, so every row on it would
+        look typical whatever its other columns. Columns of a few levels
+        keep theirs: every row sits on a spike there. False treats every
+        column as continuous and spreads no atom.
+"""
+_ATOMS = """\
+    atoms_ : ndarray of shape (``n_features_in_``, k)
+        The atoms of each column (row j holds column j's), padded with NaN;
+        k is the most atoms of one column, 0 where no column has any.
+"""
+_PARAMETERS = replace_entry(
+    numpydoc_section(FlowMatchingDensity.__doc__, "Parameters"),
+    "dequantize",
+    _DEQUANTIZE,
+)
 FlowMatchingOutlierDetector.__doc__ = f"""\
 Novelty detection with a flow-matching density model.
 
@@ -167,13 +195,14 @@ Novelty detection with a flow-matching density model.
           training data; ``offset_`` is that quantile of the training
           samples' log densities.
 
-{numpydoc_section(FlowMatchingDensity.__doc__, "Parameters")}
+{_PARAMETERS}
     Attributes
     ----------
     offset_ : float
         The log-density threshold: ``decision_function = score_samples -
         offset_``.
 
+{_ATOMS}
 {numpydoc_section(FlowMatchingDensity.__doc__, "Attributes")}
     See Also
     --------

@@ -59,6 +59,8 @@ _PRIVATE_FITTED = ("_probe_seed", "_y_ndim")
 # Limits on what a header may claim, far above any real model.
 _MAX_WIDTH = 2**16
 _MAX_LAYERS = 64
+# A column's atoms each carry at least Recipe.atom_share of its weight.
+_MAX_ATOMS = 1024
 
 PathLike = str | os.PathLike | IO[bytes]
 Estimator = (
@@ -304,6 +306,27 @@ def _check_detector(estimator: FlowMatchingOutlierDetector, fitted: dict) -> Non
     _check_density(estimator, fitted)
     offset = fitted["offset_"]
     _require(isinstance(offset, int | float) and math.isfinite(offset), "bad offset_")
+    d = fitted["n_features_in_"]
+    atoms = fitted.get("atoms_", np.empty((d, 0)))
+    _require(
+        isinstance(atoms, np.ndarray)
+        and atoms.dtype == np.float64
+        and atoms.ndim == 2
+        and atoms.shape[0] == d
+        and atoms.shape[1] <= _MAX_ATOMS
+        and not np.isinf(atoms).any(),
+        f"atoms_ must be {d} rows of at most {_MAX_ATOMS} finite float64 values or NaN",
+    )
+    has_atoms = ~np.isnan(atoms).all(axis=1)
+    _require(
+        estimator.dequantize or not has_atoms.any(),
+        "atoms_ holds atoms, but dequantize=False",
+    )
+    integer_columns = fitted.get("integer_columns_", np.zeros(d, bool))
+    _require(
+        not (has_atoms & integer_columns).any(),
+        "atoms_ holds atoms of an integer column",
+    )
 
 
 def _check_conditional(estimator: ConditionalFlowMatchingDensity, fitted: dict) -> None:
@@ -338,7 +361,7 @@ _FITTED_BY_CLASS: dict[type, _Fitted] = {
     ),
     FlowMatchingOutlierDetector: _Fitted(
         frozenset({"mean_", "scale_", "offset_"}),
-        frozenset({"integer_columns_", "sigma_"}),
+        frozenset({"integer_columns_", "sigma_", "atoms_"}),
         _check_detector,
     ),
     ConditionalFlowMatchingDensity: _Fitted(

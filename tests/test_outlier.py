@@ -93,3 +93,55 @@ def test_init_signature_matches_the_density_estimator():
     detector = inspect.signature(FlowMatchingOutlierDetector.__init__).parameters
     for name, parameter in density.items():
         assert detector[name].default == parameter.default
+
+
+def _zero_inflated(n, seed):
+    """Column 0: 0 for half the rows (an atom), N(3, 1) for the others."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 2))
+    X[:, 0] = np.where(rng.random(n) < 0.5, 0.0, X[:, 0] + 3.0)
+    return X
+
+
+def test_the_detector_spreads_atoms_so_rows_on_them_do_not_look_typical():
+    # A density of the values as they are puts a spike about sigma wide on
+    # the atom: every row there scores far above the others (up to about 4
+    # nats, log(0.5 / (0.01 * 1.66 * 2.5)) - E[log(0.5 N(3, 1))], once the
+    # spike is learnt; these 300 steps learn most of it). Spread over a
+    # cell one standard deviation (1.66) wide, the atom's density is
+    # 0.5 / 1.66, about 0.9 nats above the other rows' mean.
+    X, X_test = _zero_inflated(600, 0), _zero_inflated(400, 1)
+    on_atom = X_test[:, 0] == 0
+    gaps = []
+    for estimator in (
+        FlowMatchingDensity(**TRAINED, random_state=0),
+        FlowMatchingOutlierDetector(**TRAINED, contamination=0.1, random_state=0),
+    ):
+        scores = estimator.fit(X).score_samples(X_test)
+        gaps.append(scores[on_atom].mean() - scores[~on_atom].mean())
+    density_gap, detector_gap = gaps
+    assert detector_gap < 1.5
+    assert density_gap > detector_gap + 1.0
+
+
+def test_atoms_follow_dequantize_and_rows_score_on_their_own():
+    X = _zero_inflated(300, 0)
+    X = np.column_stack([X, np.arange(300) % 4])  # an integer column
+    detector = FlowMatchingOutlierDetector(**TINY, contamination=0.1, random_state=0)
+    detector.fit(X)
+    assert_array_equal(detector.atoms_, [[0.0], [np.nan], [np.nan]])
+    # A row at the atom scores the same alone, duplicated and in a batch
+    # (float32 round-off of the batched products moves the adaptive steps
+    # within rtol = atol = 1e-6, far inside 1e-4).
+    rows = X[[3, 0, 3, 7]]
+    batch = detector.score_samples(rows)
+    alone = [detector.score_samples(row[None])[0] for row in rows]
+    assert_allclose(batch, alone, rtol=0, atol=1e-4)
+    assert batch[0] == batch[2]
+    # dequantize=False models every column as continuous: no atoms.
+    plain = FlowMatchingOutlierDetector(
+        **TINY, contamination=0.1, dequantize=False, random_state=0
+    )
+    assert plain.fit(X).atoms_.shape == (3, 0)
+    # The density estimator keeps the atoms as they are.
+    assert not hasattr(FlowMatchingDensity(**TINY, random_state=0).fit(X), "atoms_")

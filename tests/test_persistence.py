@@ -407,6 +407,43 @@ def test_tampered_fitted_arrays_are_refused(tmp_path, name, array, message):
         skflow.load(file)
 
 
+def _zero_inflated_detector(tmp_path, **params):
+    """A detector whose column 0 has an atom at 0, saved to a file."""
+    X = blobs(n=100, d=3)
+    X[::2, 0] = 0.0
+    X[:, 2] = np.round(X[:, 2])
+    detector = FlowMatchingOutlierDetector(
+        **TINY, contamination=0.1, random_state=0, **params
+    ).fit(X)
+    file = tmp_path / "detector.skflow"
+    skflow.save(detector, file)
+    return detector, X, file
+
+
+def test_a_detectors_atoms_round_trip(tmp_path):
+    detector, X, file = _zero_inflated_detector(tmp_path)
+    loaded = skflow.load(file)
+    assert_array_equal(loaded.atoms_, [[0.0], [np.nan], [np.nan]])
+    assert_array_equal(loaded.score_samples(X), detector.score_samples(X))
+
+
+@pytest.mark.parametrize(
+    "params, atoms, message",
+    [
+        ({}, np.full((3, 1), np.inf), "atoms_ must be 3 rows"),
+        ({}, np.zeros((2, 1)), "atoms_ must be 3 rows"),
+        ({}, np.array([[0.0], [np.nan], [1.0]]), "atoms of an integer column"),
+        ({"dequantize": False}, np.array([[0.0], [np.nan], [np.nan]]), "dequantize"),
+    ],
+    ids=["inf", "shape", "integer-column", "no-dequantize"],
+)
+def test_tampered_atoms_are_refused(tmp_path, params, atoms, message):
+    _, _, file = _zero_inflated_detector(tmp_path, **params)
+    _set_array(file, "atoms_", atoms)
+    with pytest.raises(ValueError, match=message):
+        skflow.load(file)
+
+
 def test_deep_truncated_and_junk_files_get_a_value_error(saved, tmp_path):
     _, file = saved
     data = file.read_bytes()

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 from _data import EXACT, TINY, blobs
 from numpy.testing import assert_allclose, assert_array_equal
-from scipy.stats import norm, poisson
+from scipy.stats import kstest, norm, poisson
 
 from skflow import FlowMatchingDensity
 from skflow._preprocessing import (
+    at_atoms,
     check_sample_weight,
     dequantized,
+    find_atoms,
     integer_columns,
     log_jacobian,
     standardize,
@@ -220,3 +222,70 @@ def test_integer_columns_are_discrete_by_default():
     samples = est.sample(500, random_state=0)
     assert_array_equal(samples[:, 0], np.floor(samples[:, 0]))
     assert not np.array_equal(samples[:, 1], np.floor(samples[:, 1]))
+
+
+def test_atoms_are_the_values_carrying_a_share_of_their_columns_weight():
+    X = np.column_stack(
+        [
+            np.r_[np.zeros(10), np.linspace(1, 2, 90)],  # an atom at 0
+            np.r_[np.full(4, 0.5), np.full(6, 1.5), np.linspace(2, 3, 90)],
+            np.arange(100.0),  # an integer column: skipped
+            np.linspace(0, 1, 100),  # no value repeats
+        ]
+    )
+    skip = np.array([False, False, True, False])
+    atoms = find_atoms(X, np.ones(100), skip, min_share=0.05)
+    # Column 1: 0.5 holds 4% of the rows (not an atom), 1.5 holds 6%.
+    assert atoms.shape == (4, 1)
+    assert_array_equal(atoms[:2, 0], [0.0, 1.5])
+    assert np.isnan(atoms[2:]).all()
+    # The weights decide: the four rows at 0.5, weighing 20 each, carry 45%
+    # of the weight, and the six at 1.5 then only 3%.
+    weights = np.r_[np.full(4, 20.0), np.ones(96)]
+    atoms = find_atoms(X, weights, skip, min_share=0.05)
+    assert_array_equal(atoms[1][~np.isnan(atoms[1])], [0.5])
+    # No atom anywhere: zero columns.
+    assert find_atoms(X[:, 3:], np.ones(100), skip[3:], 0.05).shape == (1, 0)
+    # Levels: 20 values at most, or every row but 4% on the atoms.
+    levels = np.tile(np.arange(20) + 0.5, 5)
+    near_levels = np.r_[np.tile([0.5, 1.5, 2.5, 3.5], 24), np.linspace(5, 6, 4)]
+    columns = np.column_stack([levels, near_levels])
+    assert find_atoms(columns, np.ones(100), np.zeros(2, bool), 0.05).shape == (2, 0)
+
+
+def test_entries_at_atoms_spread_uniformly_over_their_cells_and_others_stay():
+    rng = np.random.default_rng(0)
+    n = 4000
+    X = np.column_stack(
+        [
+            np.where(rng.random(n) < 0.4, 0.0, rng.normal(3, 1, n)),
+            rng.integers(0, 4, n).astype(float),
+            np.where(rng.random(n) < 0.3, 2.5, rng.normal(size=n)),
+            rng.normal(size=n),  # every row distinct: no two share a draw
+        ]
+    )
+    integer = np.array([False, True, False, False])
+    atoms = find_atoms(X, np.ones(n), integer, min_share=0.05)
+    widths = np.array([2.0, 1.0, 0.5, 1.0])
+    moved = dequantized(X, integer, seed=3, atoms=atoms, atom_widths=widths)
+    on = at_atoms(X, atoms)
+    # Data scored as float32 find the atoms of a float64 fit.
+    tenths = np.where(on, X + 0.1, X)
+    assert_array_equal(at_atoms(tenths.astype(np.float32), atoms + 0.1), on)
+    assert on[:, 0].mean() > 0.3 and on[:, 2].mean() > 0.2
+    assert not on[:, [1, 3]].any()
+    # Off the atoms the continuous entries are untouched.
+    assert_array_equal(moved[~on[:, 0], 0], X[~on[:, 0], 0])
+    assert_array_equal(moved[~on[:, 2], 2], X[~on[:, 2], 2])
+    # On them, uniform over (atom - w / 2, atom + w / 2) (KS, p > 1e-3).
+    for column, atom in ((0, 0.0), (2, 2.5)):
+        cell = (moved[on[:, column], column] - atom) / widths[column] + 0.5
+        assert kstest(cell, "uniform").pvalue > 1e-3
+    # The integer column is dequantized as before.
+    assert_array_equal(moved[:, 1], dequantized(X, integer, seed=3)[:, 1])
+    # A row's draw is its own: alone, in another order, duplicated.
+    rows = [5, 0, 5, 17]
+    assert_array_equal(
+        dequantized(X[rows], integer, seed=3, atoms=atoms, atom_widths=widths),
+        moved[rows],
+    )
