@@ -142,20 +142,23 @@ def log_jacobian(scale: np.ndarray) -> float:
 
 
 def find_atoms(
-    X: np.ndarray, sample_weight: np.ndarray, skip: np.ndarray, min_share: float
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    skip: np.ndarray,
+    min_share: float,
+    max_atoms: int,
 ) -> np.ndarray:
     """The atoms of X: values that carry at least ``min_share`` of the
-    weight of a column of more than 1 / ``min_share`` distinct values that
-    also has that share off them.
+    weight of their column, in a continuous column with a few such values.
 
-    A column of fewer values, or whose values are atoms but for less than
-    ``min_share`` of its weight, is a set of levels (a coded or coarsely
-    rounded column): every row sits on a spike there, so none is favoured
-    over the others, and it gets no atoms. Columns in the ``skip`` mask
-    (the integer ones, dequantized already) are not searched. Returns an
-    array of shape (n_features, k): row j holds column j's atoms, padded
-    with NaN (k is the most atoms of one column, below 1 / min_share, and
-    0 where no column has any).
+    A column whose values are few (at most 1 / ``min_share``), or that has
+    more than ``max_atoms`` atoms, or less than ``min_share`` of its weight
+    off them, is one of levels (coded, or rounded as measurements are):
+    every row sits on a spike there, so none is favoured over the others,
+    and it gets no atoms. Columns in the ``skip`` mask (the integer ones,
+    dequantized already) are not searched. Returns an array of shape
+    (n_features, k): row j holds column j's atoms, padded with NaN (k is
+    the most atoms of one column, 0 where no column has any).
     """
     total = sample_weight.sum()
     found = []
@@ -166,10 +169,12 @@ def find_atoms(
         values, index = np.unique(column, return_inverse=True)
         weight = np.bincount(index, weights=sample_weight, minlength=len(values))
         is_atom = weight >= min_share * total
-        levels = len(values) <= 1 / min_share
-        off_atoms = weight[~is_atom].sum()
-        mixed = not levels and off_atoms >= min_share * total
-        found.append(values[is_atom] if mixed else [])
+        continuous = (
+            len(values) > 1 / min_share
+            and is_atom.sum() <= max_atoms
+            and weight[~is_atom].sum() >= min_share * total
+        )
+        found.append(values[is_atom] if continuous else [])
     atoms = np.full((X.shape[1], max(map(len, found), default=0)), np.nan)
     for row, values in zip(atoms, found, strict=True):
         row[: len(values)] = values

@@ -90,11 +90,12 @@ class Recipe:
     likelihood_max_features : int
         Fine-tuning is refused above this many moving features (targets):
         with one Hutchinson probe, it made 10-D and 16-D densities worse.
-    atom_share : float
+    atom_share, atom_max_count : float, int
         :class:`~skflow.FlowMatchingOutlierDetector`: a value of a column
         that is not whole numbers is an atom where it carries at least this
         share of the training weight, in a column of more than its inverse
-        of distinct values with at least this share off its atoms ...
+        of distinct values, with at least this share off its atoms and at
+        most ``atom_max_count`` atoms (more are a rounding's levels) ...
     atom_width : float
         ... and its rows are spread uniformly over a cell this many of the
         column's standard deviations wide, centred on it (chosen in
@@ -129,6 +130,7 @@ class Recipe:
     likelihood_ema_decay: float = 0.99
     likelihood_max_features: int = 3
     atom_share: float = 0.05
+    atom_max_count: int = 2
     atom_width: float = 1.0
 
     def fourier_scale(self, n_features: int) -> float:

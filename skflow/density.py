@@ -438,7 +438,13 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
             # One draw for the fit (scoring draws from each row's values).
             atoms = np.empty((X.shape[1], 0))
             if self.dequantize:
-                atoms = find_atoms(X, sample_weight, discrete, self._recipe.atom_share)
+                atoms = find_atoms(
+                    X,
+                    sample_weight,
+                    discrete,
+                    self._recipe.atom_share,
+                    self._recipe.atom_max_count,
+                )
             if not np.isnan(atoms).all():
                 X = dequantized(
                     X,

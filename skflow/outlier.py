@@ -147,17 +147,18 @@ _DEQUANTIZE = """\
     dequantize : bool, default=True
         As in :class:`FlowMatchingDensity`, the whole-number columns are
         modelled as X + U, U ~ U[0, 1). The detector also spreads the atoms
-        of the other columns: in a column of more than 20 distinct values,
-        a value that carries at least 5% of the training weight (a zero
-        amount, a floor, a default) is an atom if at least 5% of the weight
-        is off the atoms, and an entry equal to it is moved to a uniform
-        draw within half a standard deviation of its column around it, once
-        when fitting and, when scoring, by a draw from the row's own values
-        (``atoms_`` lists them). A density of the values as they are puts a
-        spike about ``sigma`` wide on an atom, so every row on it would
-        look typical whatever its other columns. Columns of a few levels
-        keep theirs: every row sits on a spike there. False treats every
-        column as continuous and spreads no atom.
+        of the other columns: a value that carries at least 5% of the
+        training weight (a zero amount, a floor, a default) is an atom, and
+        an entry equal to it is moved to a uniform draw within half a
+        standard deviation of its column around it, once when fitting and,
+        when scoring, by a draw from the row's own values (``atoms_`` lists
+        them). A density of the values as they are puts a spike about
+        ``sigma`` wide on an atom, so every row on it would look typical
+        whatever its other columns. Columns of levels keep their spikes,
+        as every row sits on one there: those of at most 20 distinct
+        values, of more than two atoms (rounded measurements) or of less
+        than 5% of the weight off the atoms. False treats every column as
+        continuous and spreads no atom.
 """
 _ATOMS = """\
     atoms_ : ndarray of shape (``n_features_in_``, k)

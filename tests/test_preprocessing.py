@@ -234,7 +234,7 @@ def test_atoms_are_the_values_carrying_a_share_of_their_columns_weight():
         ]
     )
     skip = np.array([False, False, True, False])
-    atoms = find_atoms(X, np.ones(100), skip, min_share=0.05)
+    atoms = find_atoms(X, np.ones(100), skip, 0.05, 2)
     # Column 1: 0.5 holds 4% of the rows (not an atom), 1.5 holds 6%.
     assert atoms.shape == (4, 1)
     assert_array_equal(atoms[:2, 0], [0.0, 1.5])
@@ -242,15 +242,22 @@ def test_atoms_are_the_values_carrying_a_share_of_their_columns_weight():
     # The weights decide: the four rows at 0.5, weighing 20 each, carry 45%
     # of the weight, and the six at 1.5 then only 3%.
     weights = np.r_[np.full(4, 20.0), np.ones(96)]
-    atoms = find_atoms(X, weights, skip, min_share=0.05)
+    atoms = find_atoms(X, weights, skip, 0.05, 2)
     assert_array_equal(atoms[1][~np.isnan(atoms[1])], [0.5])
     # No atom anywhere: zero columns.
-    assert find_atoms(X[:, 3:], np.ones(100), skip[3:], 0.05).shape == (1, 0)
-    # Levels: 20 values at most, or every row but 4% on the atoms.
+    assert find_atoms(X[:, 3:], np.ones(100), skip[3:], 0.05, 2).shape == (1, 0)
+    # Levels: 20 values at most, every row but 4% on the atoms, or three
+    # atoms (a rounding's levels); two atoms in a continuous column stay.
     levels = np.tile(np.arange(20) + 0.5, 5)
     near_levels = np.r_[np.tile([0.5, 1.5, 2.5, 3.5], 24), np.linspace(5, 6, 4)]
-    columns = np.column_stack([levels, near_levels])
-    assert find_atoms(columns, np.ones(100), np.zeros(2, bool), 0.05).shape == (2, 0)
+    three = np.r_[np.repeat([0.5, 1.5, 2.5], 6), np.linspace(5, 6, 82)]
+    columns = np.column_stack([levels, near_levels, three])
+    assert find_atoms(columns, np.ones(100), np.zeros(3, bool), 0.05, 2).shape == (
+        3,
+        0,
+    )
+    atoms = find_atoms(columns[:, 2:], np.ones(100), np.zeros(1, bool), 0.05, 3)
+    assert_array_equal(atoms, [[0.5, 1.5, 2.5]])
 
 
 def test_entries_at_atoms_spread_uniformly_over_their_cells_and_others_stay():
@@ -265,7 +272,7 @@ def test_entries_at_atoms_spread_uniformly_over_their_cells_and_others_stay():
         ]
     )
     integer = np.array([False, True, False, False])
-    atoms = find_atoms(X, np.ones(n), integer, min_share=0.05)
+    atoms = find_atoms(X, np.ones(n), integer, 0.05, 2)
     widths = np.array([2.0, 1.0, 0.5, 1.0])
     moved = dequantized(X, integer, seed=3, atoms=atoms, atom_widths=widths)
     on = at_atoms(X, atoms)
