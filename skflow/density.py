@@ -434,8 +434,9 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
         if self._spreads_atoms:
             # A spike of width about sigma on an atom would make every row
             # there look typical, whatever its other columns; spread over a
-            # cell, its mass weighs as much as a column's usual density.
-            # One draw for the fit (scoring draws from each row's values).
+            # cell, its mass weighs as much as a column's usual density
+            # (the rule and the width: benchmarks/results/atoms.md). One
+            # draw for the fit (scoring draws from each row's values).
             atoms = np.empty((X.shape[1], 0))
             if self.dequantize:
                 atoms = find_atoms(
