@@ -24,6 +24,7 @@ __all__ = [
     "find_atoms",
     "integer_columns",
     "log_jacobian",
+    "spread_atoms",
     "standardize",
     "to_data_units",
 ]
@@ -203,7 +204,6 @@ def dequantized(
     rows: np.ndarray | None = None,
     atoms: np.ndarray | None = None,
     atom_widths: np.ndarray | None = None,
-    uniforms: np.ndarray | None = None,
 ) -> np.ndarray:
     """X with U[0, 1) noise added to its integer columns, and each entry at
     one of the ``atoms`` (from :func:`find_atoms`) moved to a uniform draw
@@ -212,20 +212,24 @@ def dequantized(
     Row i's noise is drawn from the values of ``rows[i]`` (default: X, a
     conditional model passes its rows [y, x]) and ``seed``
     (:func:`~skflow._row_noise.row_uniforms`), so it depends on that row
-    alone, not on the other rows of the call or on the mask; or it is
-    ``uniforms`` (an array of X's shape) where given. A column is an integer
-    one or has atoms, never both, so the two share its draw.
+    alone, not on the other rows of the call or on the mask. A column is an
+    integer one or has atoms, never both, so the two share its draw.
     """
     has_integers = integer_columns is not None and integer_columns.any()
     has_atoms = atoms is not None and not np.isnan(atoms).all()
     if not (has_integers or has_atoms):
         return X
-    if uniforms is None:
-        uniforms = row_uniforms(X if rows is None else rows, seed, X.shape[1])
-    out = X + integer_columns * uniforms if has_integers else X
-    if has_atoms:
-        out = out + at_atoms(X, atoms) * (uniforms - 0.5) * atom_widths
-    return out
+    uniforms = row_uniforms(X if rows is None else rows, seed, X.shape[1])
+    out = spread_atoms(X, atoms, atom_widths, uniforms) if has_atoms else X
+    return out + integer_columns * uniforms if has_integers else out
+
+
+def spread_atoms(
+    X: np.ndarray, atoms: np.ndarray, widths: np.ndarray, uniforms: np.ndarray
+) -> np.ndarray:
+    """X with each entry at one of its column's ``atoms`` moved to
+    atom + (u - 1/2) width, u from ``uniforms`` (an array of X's shape)."""
+    return X + at_atoms(X, atoms) * (uniforms - 0.5) * widths
 
 
 def to_data_units(

@@ -35,6 +35,7 @@ from ._preprocessing import (
     find_atoms,
     fit_standardization,
     log_jacobian,
+    spread_atoms,
     to_data_units,
 )
 
@@ -447,13 +448,11 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
                     self._recipe.atom_max_count,
                 )
             if not np.isnan(atoms).all():
-                X = dequantized(
+                X = spread_atoms(
                     X,
-                    None,
-                    0,
-                    atoms=atoms,
-                    atom_widths=self._recipe.atom_width * scale,
-                    uniforms=np.random.default_rng([train_seed, 1]).random(X.shape),
+                    atoms,
+                    self._recipe.atom_width * scale,
+                    np.random.default_rng([train_seed, 1]).random(X.shape),
                 )
         n_bytes = X.size * torch.finfo(dtype).bits // 8
         data = standardized_tensor(
