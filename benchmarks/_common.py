@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -117,3 +118,32 @@ def run_shard(
             results = [results]
         with _open(runs, "at") as file:
             file.writelines(json.dumps(result) + "\n" for result in results)
+
+
+def sharded_study(
+    module: str,
+    description: str,
+    name: str,
+    *,
+    jobs: Callable[[], Sequence[tuple]],
+    run_one: Callable[..., dict | list[dict]],
+    runs: Path,
+    key: Sequence[str],
+    report: Callable[[dict], Sequence[str]],
+) -> None:
+    """The command line of a study run in shards: ``--shard i/n`` runs every
+    n-th of ``jobs()`` (:func:`run_shard`), ``--write`` writes
+    ``results/<name>.{json,md}`` from ``runs`` with ``report``."""
+    warnings.filterwarnings("ignore", category=UserWarning)
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--shard", type=shard, help="i/n: run every n-th job")
+    parser.add_argument("--write", action="store_true", help="write the results")
+    args = parser.parse_args()
+    if args.shard:
+        run_shard(list(jobs()), args.shard, run_one, runs, key)
+    if args.write:
+        results = environment(module)
+        results["command"] += " --shard 0/2 & ... --shard 1/2; ... --write"
+        results["threads"] = 1
+        results["runs"] = read_runs(runs)
+        write_results(name, results, report(results))

@@ -51,9 +51,7 @@ Each shard (one torch thread) appends its runs to ``/tmp/atoms_runs.jsonl``;
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,13 +59,10 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from benchmarks._common import (
     RESULTS,
-    environment,
     environment_line,
     read_runs,
-    run_shard,
-    shard,
+    sharded_study,
     timed,
-    write_results,
 )
 from benchmarks.anomaly_detection import (
     SEEDS,
@@ -255,19 +250,16 @@ def report(results):
 
 
 def main():
-    warnings.filterwarnings("ignore", category=UserWarning)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shard", type=shard, help="i/n: run every n-th job")
-    parser.add_argument("--write", action="store_true", help="write the results")
-    args = parser.parse_args()
-    if args.shard:
-        run_shard(list(_jobs()), args.shard, _run, RUNS, key=("set", "seed"))
-    if args.write:
-        results = environment(__spec__.name)
-        results["command"] += " --shard 0/2 & ... --shard 1/2; ... --write"
-        results["threads"] = 1
-        results["runs"] = read_runs(RUNS)
-        write_results("atoms", results, report(results))
+    sharded_study(
+        __spec__.name,
+        __doc__.splitlines()[0],
+        "atoms",
+        jobs=_jobs,
+        run_one=_run,
+        runs=RUNS,
+        key=("set", "seed"),
+        report=report,
+    )
 
 
 if __name__ == "__main__":

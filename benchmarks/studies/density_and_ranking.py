@@ -32,21 +32,15 @@ Each shard (one torch thread) appends its runs to
 
 from __future__ import annotations
 
-import argparse
-import warnings
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from benchmarks._common import (
-    environment,
     environment_line,
-    read_runs,
-    run_shard,
-    shard,
+    sharded_study,
     timed,
-    write_results,
 )
 from benchmarks.anomaly_detection import SEEDS, TASKS, protocol_splits
 from benchmarks.density_peers import ScottKDE
@@ -134,19 +128,16 @@ def report(results):
 
 
 def main():
-    warnings.filterwarnings("ignore", category=UserWarning)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shard", type=shard, help="i/n: run every n-th job")
-    parser.add_argument("--write", action="store_true", help="write the results")
-    args = parser.parse_args()
-    if args.shard:
-        run_shard(list(_jobs()), args.shard, _run, RUNS, key=("set", "seed"))
-    if args.write:
-        results = environment(__spec__.name)
-        results["command"] += " --shard 0/2 & ... --shard 1/2; ... --write"
-        results["threads"] = 1
-        results["runs"] = read_runs(RUNS)
-        write_results("density_and_ranking", results, report(results))
+    sharded_study(
+        __spec__.name,
+        __doc__.splitlines()[0],
+        "density_and_ranking",
+        jobs=_jobs,
+        run_one=_run,
+        runs=RUNS,
+        key=("set", "seed"),
+        report=report,
+    )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,6 @@ Each shard (one torch thread) appends its runs to
 
 from __future__ import annotations
 
-import argparse
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +54,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from benchmarks._common import (
-    environment,
     environment_line,
-    read_runs,
-    run_shard,
-    shard,
-    write_results,
+    sharded_study,
 )
 from benchmarks.anomaly_detection import SEEDS, TASKS, protocol_splits
 from benchmarks.density_peers import ScottKDE
@@ -224,20 +218,16 @@ def report(results):
 
 
 def main():
-    warnings.filterwarnings("ignore", category=UserWarning)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shard", type=shard, help="i/n: run every n-th job")
-    parser.add_argument("--write", action="store_true", help="write the results")
-    args = parser.parse_args()
-    if args.shard:
-        key = ("part", "group", "set", "seed")
-        run_shard(list(_jobs()), args.shard, _run_one, RUNS, key)
-    if args.write:
-        results = environment(__spec__.name)
-        results["command"] += " --shard 0/2 & ... --shard 1/2; ... --write"
-        results["threads"] = 1
-        results["runs"] = read_runs(RUNS)
-        write_results("discrete_scoring", results, report(results))
+    sharded_study(
+        __spec__.name,
+        __doc__.splitlines()[0],
+        "discrete_scoring",
+        jobs=_jobs,
+        run_one=_run_one,
+        runs=RUNS,
+        key=("part", "group", "set", "seed"),
+        report=report,
+    )
 
 
 if __name__ == "__main__":
