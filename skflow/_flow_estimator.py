@@ -31,6 +31,13 @@ from ._training import diverged_message, train_vector_field
 __all__ = ["FlowEstimator", "restored_on_failure"]
 
 
+def _effective_rows(weights: torch.Tensor) -> float:
+    """Kish's effective number of rows, sum(w)^2 / sum(w^2): n for n equal
+    weights, held-out rows (weight 0) not counted."""
+    weights = weights.double()
+    return float(weights.sum() ** 2 / weights.square().sum())
+
+
 @contextlib.contextmanager
 def restored_on_failure(estimator):
     """Undo every attribute change of a fit that raises, interrupts included.
@@ -134,6 +141,11 @@ class FlowEstimator(BaseEstimator):
             time_skew=recipe.time_skew,
             gradient_clip_norm=recipe.gradient_clip_norm,
             n_targets=n_targets,
+            condition_noise=0.0
+            if n_targets is None
+            else recipe.condition_noise(
+                _effective_rows(weights), data.shape[1] - n_targets
+            ),
             verbose=self.verbose,
         )
         if validation_score is not None:

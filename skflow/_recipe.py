@@ -43,6 +43,13 @@ class Recipe:
         :class:`~skflow.ConditionalFlowMatchingDensity`: widths of the MLP
         that embeds the condition x for the field; the last is the
         embedding's (chosen in benchmarks/results/condition_embedding.md).
+    condition_noise_scale : float
+        :class:`~skflow.ConditionalFlowMatchingDensity`: the standardized
+        conditions of every minibatch get Gaussian noise of standard
+        deviation ``scale * n^(-1 / (p + 4))`` for n rows of p conditions
+        (see ``condition_noise``); 0 for none, the default:
+        benchmarks/results/condition_noise.md found no scale that helps
+        without costing some sets more than the seeds' noise.
     auto_sigma_scale, auto_sigma_rate : float
         ``sigma="auto"``: ``scale * n^-(1 / (d + 4) + rate)`` for n rows
         (weighted: their effective number) of d features.
@@ -108,6 +115,7 @@ class Recipe:
     n_time_frequencies: int = 4
     activation: str = "gelu"
     condition_layer_sizes: tuple[int, ...] = (128, 128, 64)
+    condition_noise_scale: float = 0.0
     auto_sigma_scale: float = 1.3
     auto_sigma_rate: float = 0.3
     auto_steps_per_sqrt_row: float = 70
@@ -146,6 +154,14 @@ class Recipe:
         a kernel estimate, hence the extra n^-rate."""
         exponent = 1.0 / (n_features + 4) + self.auto_sigma_rate
         return self.auto_sigma_scale * float(n_samples) ** -exponent
+
+    def condition_noise(self, n_samples: float, n_conditions: int) -> float:
+        """Standard deviation of the noise added to the standardized
+        conditions while training (noise regularization, Rothfuss et al.
+        2019): Scott's rate in the conditions' dimension, so it smooths
+        E[y | x] on small sets and fades on large ones."""
+        exponent = 1.0 / (n_conditions + 4)
+        return self.condition_noise_scale * float(n_samples) ** -exponent
 
     def max_iter(self, n_samples: int) -> int:
         """The number of steps of ``max_iter="auto"`` for n_samples rows."""

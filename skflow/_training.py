@@ -112,7 +112,8 @@ class _Minibatches:
 
     With ``n_targets`` set, a row is ``[y, x]``: only its first
     ``n_targets`` coordinates (y) travel the path, the condition x is
-    appended to x_t unchanged, and u_t is y's velocity alone. Minibatch OT
+    appended to x_t (plus Gaussian noise of standard deviation
+    ``condition_noise``), and u_t is y's velocity alone. Minibatch OT
     then pairs noise and rows by their distance in ``[y, CONDITION_WEIGHT
     x]``, so that noise drawn beside one condition is rarely handed to a
     far-away one (conditional OT, Kerrigan et al., 2024).
@@ -130,8 +131,10 @@ class _Minibatches:
         time_sampling: str,
         time_skew: float,
         n_targets: int | None = None,
+        condition_noise: float = 0.0,
     ) -> None:
         self.path, self.data, self.batch_size = path, data, batch_size
+        self.condition_noise = condition_noise
         self.n_targets = data.shape[1] if n_targets is None else n_targets
         self.generator, self.dequantize = generator, dequantize
         self.device = sample_weight.device
@@ -168,6 +171,10 @@ class _Minibatches:
             t = self.draw_times(self.uniform, self.normal, n, self.time_skew)
             return t, *self.path.interpolate(x0, x1, t, self.normal(n, n_features))
         y1, condition = x1[:, :k], x1[:, k:]
+        if self.condition_noise:
+            condition = condition + self.condition_noise * self.normal(
+                n, n_features - k
+            )
         weighted = CONDITION_WEIGHT * condition
         noise = torch.cat([self.normal(n, k), weighted], dim=1)
         x0 = self.path.couple(noise, torch.cat([y1, weighted], dim=1))[:, :k]
@@ -222,6 +229,7 @@ def train_vector_field(
     time_skew: float = 0.0,
     gradient_clip_norm: float | None = None,
     n_targets: int | None = None,
+    condition_noise: float = 0.0,
     verbose: int = 0,
 ) -> tuple[nn.Module, list[float], list[float]]:
     """Regress ``field`` on the path's targets by minibatch flow matching.
@@ -257,6 +265,9 @@ def train_vector_field(
     n_targets : int, default=None
         For a conditional field, rows of ``data`` are ``[y, x]`` and y has
         this many columns (see ``_Minibatches``); None: unconditional.
+    condition_noise : float, default=0.0
+        Standard deviation of the Gaussian noise added to the conditions of
+        every minibatch (conditional fields only).
     verbose : int
         Progress reports (see ``_Progress``).
 
@@ -289,6 +300,7 @@ def train_vector_field(
         time_sampling=time_sampling,
         time_skew=time_skew,
         n_targets=n_targets,
+        condition_noise=condition_noise,
     )
     optimizer = _adam(field.parameters(), learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -1,5 +1,7 @@
 """ConditionalFlowMatchingDensity: p(y | X) against closed forms, and its contract."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +13,9 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skflow import ConditionalFlowMatchingDensity
+from skflow import ConditionalFlowMatchingDensity, FlowMatchingDensity
 from skflow._paths import make_path
+from skflow._recipe import Recipe
 
 
 def heteroscedastic(n=300, n_targets=1, seed=0):
@@ -236,6 +239,31 @@ def test_score_is_the_weighted_mean_conditional_log_likelihood():
     weights = np.arange(60.0)
     expected = np.average(est.score_samples(X, y), weights=weights)
     assert est.score(X, y, sample_weight=weights) == pytest.approx(expected)
+
+
+def test_training_adds_the_recipes_noise_to_the_conditions_only(monkeypatch):
+    # The noise follows the training rows: held-out pairs and rows of
+    # weight 0 do not count. The unconditional estimator adds none.
+    import skflow._flow_estimator
+
+    seen = []
+
+    def recording(*args, condition_noise, **kwargs):
+        seen.append(condition_noise)
+        return train(*args, condition_noise=condition_noise, **kwargs)
+
+    train = skflow._flow_estimator.train_vector_field
+    monkeypatch.setattr(skflow._flow_estimator, "train_vector_field", recording)
+    recipe = dataclasses.replace(Recipe(), condition_noise_scale=0.5)
+    noisy = type("Noisy", (ConditionalFlowMatchingDensity,), {"_recipe": recipe})
+    X, y = heteroscedastic(110)
+    weights = np.r_[np.ones(100), np.zeros(10)]
+    noisy(**TINY, validation_fraction=0.1, random_state=0).fit(
+        X, y, sample_weight=weights
+    )
+    FlowMatchingDensity(**TINY, random_state=0).fit(X)
+    # 90 rows of 2 conditions: 0.5 * 90^(-1/6).
+    assert seen == [pytest.approx(0.5 * 90 ** (-1 / 6)), 0.0]
 
 
 def test_likelihood_error_is_measured_on_held_out_pairs_or_own_draws():

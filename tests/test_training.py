@@ -12,6 +12,7 @@ from skflow import FlowMatchingDensity, FlowMatchingOutlierDetector
 from skflow._early_stopping import check_beats_base_density
 from skflow._nets import VectorField
 from skflow._paths import make_path
+from skflow._recipe import Recipe
 from skflow._training import (
     TIME_SAMPLERS,
     _adam,
@@ -86,6 +87,41 @@ def test_minibatches_draw_rows_in_proportion_to_their_weights():
     assert_array_equal(counts[[1, 3, 6]], 0)  # weight 0: never drawn
     # Binomial standard errors at n = 8000 are below 0.006; 0.02 is > 3 of them.
     np.testing.assert_allclose(counts / 8000, weights.numpy() / 8, atol=0.02)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+def test_condition_noise_moves_the_conditions_alone_by_its_standard_deviation(noise):
+    # Rows [y, x] with y = 5 and x = 2, 3: the drawn conditions are x plus
+    # N(0, noise^2), and y's target velocity does not see the noise.
+    data = torch.tensor([[5.0, 2.0, 3.0]], dtype=torch.float64).repeat(4, 1)
+    minibatches = _Minibatches(
+        make_path("fm", 0.0),
+        data,
+        torch.ones(4, dtype=torch.float64),
+        batch_size=20_000,
+        generator=torch.Generator().manual_seed(0),
+        dequantize=None,
+        time_sampling="power",
+        time_skew=1.0,
+        n_targets=1,
+        condition_noise=noise,
+    )
+    t, x_t, u_t = minibatches()
+    shift = x_t[:, 1:] - data[0, 1:]
+    # Standard errors at n = 20,000: 0.3 / sqrt(n) = 0.002 for the mean,
+    # 0.3 / sqrt(2 n) = 0.0015 for the standard deviation; 0.01 is > 5.
+    np.testing.assert_allclose(shift.mean(0).numpy(), 0.0, atol=0.01)
+    np.testing.assert_allclose(shift.std(0).numpy(), noise, atol=0.01)
+    y1 = x_t[:, 0] + (1 - t[:, 0]) * u_t[:, 0]  # sigma = 0: x1 read back
+    np.testing.assert_allclose(y1.numpy(), 5.0, atol=1e-9)
+
+
+def test_condition_noise_follows_scotts_rate_in_the_conditions_dimension():
+    recipe = Recipe(condition_noise_scale=0.5)
+    # n^(-1 / (p + 4)): 10,000 rows of 1 condition give 10^(-4/5).
+    assert recipe.condition_noise(10_000, 1) == pytest.approx(0.5 * 10**-0.8)
+    assert recipe.condition_noise(10**4, 6) == pytest.approx(0.5 * 10**-0.4)
+    assert Recipe(condition_noise_scale=0.0).condition_noise(100, 3) == 0.0
 
 
 @pytest.mark.skipif(
