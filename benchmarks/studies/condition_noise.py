@@ -119,8 +119,8 @@ def report(results):
         "the best mean gain, but all of it is star98's (20 conditions); "
         "macrodata, whose conditions are near-collinear series that predict "
         "y closely, loses 0.10 nats per row on every seed, beyond the rule's "
-        "0.02, and no scale passes that bound. Noise on x blurs E[y | x] "
-        "where x pins y down, the regression-dilution effect.",
+        "0.02, and no scale passes that bound. The likely cause: noise on x "
+        "blurs E[y | x] where x pins y down (regression dilution).",
         "",
         "| set | rows fitted | conditions | noise at scale 1 | "
         + " | ".join(f"scale {s}" for s in SCALES)
