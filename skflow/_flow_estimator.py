@@ -28,14 +28,16 @@ from ._paths import PATHS
 from ._recipe import Recipe
 from ._training import diverged_message, train_vector_field
 
-__all__ = ["FlowEstimator", "restored_on_failure"]
+__all__ = ["FlowEstimator", "effective_rows", "restored_on_failure"]
 
 
-def _effective_rows(weights: torch.Tensor) -> float:
+def effective_rows(weights: np.ndarray | torch.Tensor) -> float:
     """Kish's effective number of rows, sum(w)^2 / sum(w^2): n for n equal
-    weights, held-out rows (weight 0) not counted."""
-    weights = weights.double()
-    return float(weights.sum() ** 2 / weights.square().sum())
+    weights, rows of weight 0 (held out) not counted, and like every use of
+    the weights, a function of their ratios."""
+    if isinstance(weights, torch.Tensor):
+        weights = weights.detach().cpu().double().numpy()
+    return float(weights.sum() ** 2 / np.square(weights).sum())
 
 
 @contextlib.contextmanager
@@ -144,7 +146,7 @@ class FlowEstimator(BaseEstimator):
             condition_noise=0.0
             if n_targets is None
             else recipe.condition_noise(
-                _effective_rows(weights), data.shape[1] - n_targets
+                effective_rows(weights), data.shape[1] - n_targets
             ),
             verbose=self.verbose,
         )

@@ -22,7 +22,7 @@ from ._device import (
     to_tensor,
     training_data_device,
 )
-from ._flow_estimator import FlowEstimator, restored_on_failure
+from ._flow_estimator import FlowEstimator, effective_rows, restored_on_failure
 from ._hollow import HollowVectorField, hollow_layer_sizes
 from ._inference import log_densities, samples
 from ._likelihood_error import likelihood_error, rows_to_measure
@@ -488,12 +488,10 @@ class FlowMatchingDensity(DensityMixin, FlowEstimator):
 
     def _sigma(self, sample_weight: np.ndarray, n_features: int) -> float:
         """``sigma``, or for "auto" the recipe's value for the rows'
-        effective number (Kish's, sum(w)^2 / sum(w^2): n for equal weights,
-        and like every use of the weights, a function of their ratios)."""
+        effective number (:func:`effective_rows`)."""
         if self.sigma != "auto":
             return float(self.sigma)
-        n_effective = sample_weight.sum() ** 2 / np.square(sample_weight).sum()
-        return self._recipe.sigma(n_effective, n_features)
+        return self._recipe.sigma(effective_rows(sample_weight), n_features)
 
     def _measure_likelihood_error(self, field, path, held_out, seed) -> dict:
         """``likelihood_error_``: the solver's error on a few held-out rows,

@@ -22,13 +22,18 @@ Run from the repository root on an idle machine (about 5 min); writes
 from __future__ import annotations
 
 import json
-import time
 import warnings
 
 import torch
 
 import skflow
-from benchmarks._common import RESULTS, environment, environment_line, write_results
+from benchmarks._common import (
+    RESULTS,
+    environment,
+    environment_line,
+    timed,
+    write_results,
+)
 from benchmarks.fast_likelihood import density
 from skflow import FlowMatchingDensity
 from skflow._inference import rows_per_chunk
@@ -44,12 +49,7 @@ FAST_LIKELIHOOD = RESULTS / "fast_likelihood.json"
 def _seconds(function, repeats=15):
     """The best of ``repeats`` timed calls, after one warm-up."""
     function()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return min(timed(function)[1] for _ in range(repeats))
 
 
 def _speed_up_over_old(d):
@@ -69,9 +69,7 @@ def scoring(d):
     X_test = truth.sample(N_ROWS, 1)
     est.score_samples(X_test[:50])  # warm-up
     with skflow.solver_stats() as stats:
-        start = time.perf_counter()
-        est.score_samples(X_test)
-        seconds = time.perf_counter() - start
+        _, seconds = timed(est.score_samples, X_test)
     return est.vector_field_.eval(), {
         "score_seconds": seconds,
         "evaluations_per_row": stats.n_row_evaluations / stats.n_rows,
