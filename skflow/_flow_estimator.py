@@ -148,6 +148,12 @@ class FlowEstimator(BaseEstimator):
             else recipe.condition_noise(
                 effective_rows(weights), data.shape[1] - n_targets
             ),
+            divergence_weight=recipe.divergence_weight(
+                n_moving, conditional=n_targets is not None
+            )
+            if path.has_divergence_residual
+            else 0.0,
+            divergence_rows=recipe.divergence_matching_rows,
             verbose=self.verbose,
         )
         if validation_score is not None:

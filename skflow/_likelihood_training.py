@@ -30,29 +30,19 @@ import torch
 from torch import nn
 
 from ._paths import ProbabilityPath
-from ._training import _adam, _ExponentialMovingAverage, _Minibatches, _Progress
+from ._training import (
+    _adam,
+    _ExponentialMovingAverage,
+    _Minibatches,
+    _Progress,
+    velocity_and_exact_divergence,
+)
 
 __all__ = ["fine_tune_likelihood", "grid_log_likelihood", "not_worse"]
 
 # The fine-tuned weights are rejected when their check rows' mean log
 # density falls by more than this many standard errors.
 WORSE_BY_STANDARD_ERRORS = 2.0
-
-
-def _velocity_and_divergence(field, t, z, n_moving):
-    """v(t, z) and its exact divergence over the first ``n_moving`` columns
-    (one backward per column), with a graph for the weights' gradient."""
-    with torch.enable_grad():
-        if not z.requires_grad:
-            z = z.detach().requires_grad_(True)
-        velocity = field(t, z)
-        divergence = 0
-        for column in range(n_moving):
-            (row,) = torch.autograd.grad(
-                velocity[:, column].sum(), z, create_graph=True
-            )
-            divergence = divergence + row[:, column]
-    return velocity, divergence
 
 
 def grid_log_likelihood(
@@ -78,7 +68,7 @@ def grid_log_likelihood(
     kinetic = torch.zeros_like(integral)
 
     def f(t, state):
-        return _velocity_and_divergence(field, t, state, n_moving)
+        return velocity_and_exact_divergence(field, t, state, n_moving)
 
     for start, end in itertools.pairwise(times):
         h = end - start

@@ -311,6 +311,35 @@ class VectorField(nn.Module):
             divergence = (products * probes).sum(-1).mean(-1)
         return velocity, divergence
 
+    def velocity_and_divergence_with_graph(
+        self, t: torch.Tensor, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``v(t, x)`` and its exact divergence, differentiable in the weights.
+
+        The closed-form forward-mode pass of :meth:`velocity_and_divergence`
+        without its buffers and in-place writes, so that autograd can train
+        through it: the d coordinate directions travel with the rows, which
+        costs less than d backward passes with a graph (training's
+        flow-divergence matching pays it every step).
+        """
+        linears = list(self.mlp)[::2]
+        first, hidden, last = linears[0], linears[1:-1], linears[-1]
+        d = x.shape[1]
+        n_fourier = self.fourier_features.n_outputs
+        fourier, fourier_tangents = self.fourier_features.with_tangents(x)
+        activation = getattr(nn.functional, self.activation)
+        slope_of = _SLOPES[self.activation]
+        pre = first(self._inputs(t, x, fourier))
+        tangent = fourier_tangents @ first.weight[:, d : d + n_fourier].T
+        tangent = (tangent + first.weight[:, :d].T) * slope_of(pre).unsqueeze(1)
+        h = activation(pre)
+        for linear in hidden:
+            pre = linear(h)
+            tangent = (tangent @ linear.weight.T) * slope_of(pre).unsqueeze(1)
+            h = activation(pre)
+        divergence = torch.einsum("njk,jk->n", tangent, last.weight)
+        return last(h), divergence
+
 
 class ConditionalVectorField(nn.Module):
     """A field on rows ``[y, x]`` that moves the targets y and carries the
@@ -467,6 +496,22 @@ def _layer_with_slope(forward, backward):
 
     return layer_with_slope
 
+
+def _gelu_slope(pre: torch.Tensor) -> torch.Tensor:
+    """GELU' at ``pre`` by its backward op with a gradient of ones: one
+    fused kernel, which torch can differentiate again."""
+    ones = torch.ones((), dtype=pre.dtype, device=pre.device).expand(pre.shape)
+    return torch.ops.aten.gelu_backward(ones, pre)
+
+
+def _silu_slope(pre: torch.Tensor) -> torch.Tensor:
+    """SiLU' = s(x) (1 + x (1 - s(x))), spelled out: torch cannot
+    differentiate silu's backward op."""
+    sigmoid = torch.sigmoid(pre)
+    return sigmoid * (1 + pre * (1 - sigmoid))
+
+
+_SLOPES = {"gelu": _gelu_slope, "silu": _silu_slope}
 
 # name: (module, closed-form layer with its slope)
 _ACTIVATIONS = {

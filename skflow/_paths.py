@@ -34,6 +34,10 @@ class ProbabilityPath:
         The path's noise level (its meaning depends on the path).
     """
 
+    # Whether ``divergence_residual`` is implemented (training's
+    # flow-divergence matching is skipped on the other paths).
+    has_divergence_residual = False
+
     def __init__(self, sigma: float = 0.0) -> None:
         if sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}.")
@@ -71,6 +75,27 @@ class ProbabilityPath:
         noise = torch.randn(n_samples, n_features, generator=generator, device=device)
         return self.base_std * noise.to(dtype)
 
+    def divergence_residual(
+        self,
+        t: torch.Tensor,
+        x_t: torch.Tensor,
+        u_t: torch.Tensor,
+        velocity: torch.Tensor,
+        divergence: torch.Tensor,
+    ) -> torch.Tensor:
+        """Flow-divergence matching's residual of each row (``docs/math.md``).
+
+        ``div v - div u_t + (v - u_t) . grad log p_t(x_t | x1)``, times the
+        path's width at t so that it stays of order one as t -> 1: its mean
+        given x_t is zero for the field that generates the path (Huang et
+        al., ICML 2025), so squared it supervises the divergence that the
+        likelihood integrates.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no divergence residual; "
+            "flow-divergence matching needs path='fm'."
+        )
+
     def log_base_density(self, z: torch.Tensor) -> torch.Tensor:
         """Log density of the t = 0 marginal at each row of ``z``."""
         n_features = z.shape[-1]
@@ -91,6 +116,8 @@ class LipmanPath(ProbabilityPath):
     t = 0 marginal is N(0, I) whatever sigma is.
     """
 
+    has_divergence_residual = True
+
     @property
     def base_std(self) -> float:
         return 1.0
@@ -99,6 +126,18 @@ class LipmanPath(ProbabilityPath):
         x_t = t * x1 + (1 - (1 - self.sigma) * t) * x0
         u_t = x1 - (1 - self.sigma) * x0
         return x_t, u_t
+
+    def divergence_residual(self, t, x_t, u_t, velocity, divergence):
+        # Given x1 the path is N(t x1, width^2 I), width = 1 - (1 - sigma) t,
+        # whose score is -x0 / width and div u_t = -d (1 - sigma) / width;
+        # x0 = x_t - t u_t.
+        width = 1 - (1 - self.sigma) * t.reshape(-1)
+        x0 = x_t - t.reshape(-1, 1) * u_t
+        return (
+            width * divergence
+            + x_t.shape[1] * (1 - self.sigma)
+            - ((velocity - u_t) * x0).sum(-1)
+        )
 
 
 class IndependentPath(ProbabilityPath):

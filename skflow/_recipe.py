@@ -50,6 +50,16 @@ class Recipe:
         (see ``condition_noise``); 0 for none, the default:
         benchmarks/results/condition_noise.md found no scale that helps
         without costing some sets more than the seeds' noise.
+    divergence_matching_weight : float
+        Weight of flow-divergence matching's term in the training loss
+        (``skflow._training``; Huang et al., ICML 2025) ...
+    divergence_matching_rows : int or None
+        ... measured on this many rows of each minibatch (None: all) ...
+    divergence_matching_max_features, divergence_matching_max_targets : int
+        ... where the field moves at most this many coordinates: features
+        of a density, targets of a conditional density (see
+        ``divergence_weight``; chosen in
+        benchmarks/results/divergence_matching.md).
     auto_sigma_scale, auto_sigma_rate : float
         ``sigma="auto"``: ``scale * n^-(1 / (d + 4) + rate)`` for n rows
         (weighted: their effective number) of d features.
@@ -116,6 +126,10 @@ class Recipe:
     activation: str = "gelu"
     condition_layer_sizes: tuple[int, ...] = (128, 128, 64)
     condition_noise_scale: float = 0.0
+    divergence_matching_weight: float = 0.1
+    divergence_matching_rows: int | None = 128
+    divergence_matching_max_features: int = 2
+    divergence_matching_max_targets: int = 0
     auto_sigma_scale: float = 1.3
     auto_sigma_rate: float = 0.3
     auto_steps_per_sqrt_row: float = 70
@@ -162,6 +176,17 @@ class Recipe:
         E[y | x] on small sets and fades on large ones."""
         exponent = 1.0 / (n_conditions + 4)
         return self.condition_noise_scale * float(n_samples) ** -exponent
+
+    def divergence_weight(self, n_moving: int, *, conditional: bool) -> float:
+        """Flow-divergence matching's weight for a field moving ``n_moving``
+        coordinates: its exact divergence costs one direction through the
+        network per coordinate, every step, so it is paid only where it was
+        measured to fit the time budget and to help."""
+        if conditional:
+            limit = self.divergence_matching_max_targets
+        else:
+            limit = self.divergence_matching_max_features
+        return self.divergence_matching_weight if n_moving <= limit else 0.0
 
     def max_iter(self, n_samples: int) -> int:
         """The number of steps of ``max_iter="auto"`` for n_samples rows."""

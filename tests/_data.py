@@ -32,3 +32,19 @@ def blobs(n=200, d=2, seed=0):
     """n rows of a correlated Gaussian in d dimensions, off the origin."""
     rng = np.random.RandomState(seed)
     return rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + rng.normal(size=d)
+
+
+def record_training_argument(monkeypatch, name):
+    """The values of ``train_vector_field``'s keyword ``name`` in every fit
+    from now on, in order (the fits still train)."""
+    import skflow._flow_estimator
+
+    seen = []
+    train = skflow._flow_estimator.train_vector_field
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs[name])
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(skflow._flow_estimator, "train_vector_field", recording)
+    return seen

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from _data import EXACT, TINY
+from _data import EXACT, TINY, record_training_argument
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.integrate import trapezoid
 from scipy.stats import multivariate_normal
@@ -244,16 +244,7 @@ def test_score_is_the_weighted_mean_conditional_log_likelihood():
 def test_training_adds_the_recipes_noise_to_the_conditions_only(monkeypatch):
     # The noise follows the training rows: held-out pairs and rows of
     # weight 0 do not count. The unconditional estimator adds none.
-    import skflow._flow_estimator
-
-    seen = []
-
-    def recording(*args, condition_noise, **kwargs):
-        seen.append(condition_noise)
-        return train(*args, condition_noise=condition_noise, **kwargs)
-
-    train = skflow._flow_estimator.train_vector_field
-    monkeypatch.setattr(skflow._flow_estimator, "train_vector_field", recording)
+    seen = record_training_argument(monkeypatch, "condition_noise")
     recipe = dataclasses.replace(Recipe(), condition_noise_scale=0.5)
     noisy = type("Noisy", (ConditionalFlowMatchingDensity,), {"_recipe": recipe})
     X, y = heteroscedastic(110)

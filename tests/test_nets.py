@@ -56,6 +56,33 @@ def test_closed_form_divergence_matches_autograd(activation):
     assert_close(divergence, torch.einsum("nii->n", jacobians))
 
 
+@pytest.mark.parametrize("activation", ["gelu", "silu"])
+def test_divergence_with_graph_matches_autograd_and_its_weight_gradient(activation):
+    # Training differentiates the divergence in the weights: the closed
+    # form's value and its gradient must be autograd's (one backward per
+    # column, with a graph), for one time per row as training draws them.
+    torch.manual_seed(0)
+    field = VectorField(3, (32, 24), n_fourier_features=16, activation=activation)
+    field = field.double()
+    x = 3 * torch.randn(9, 3, dtype=torch.float64)
+    t = torch.rand(9, 1, dtype=torch.float64)
+    velocity, divergence = field.velocity_and_divergence_with_graph(t, x)
+    z = x.clone().requires_grad_(True)
+    reference = field(t, z)
+    columns = [
+        torch.autograd.grad(reference[:, j].sum(), z, create_graph=True)[0]
+        for j in range(3)
+    ]
+    reference_divergence = sum(column[:, j] for j, column in enumerate(columns))
+    assert_close(velocity, reference)
+    assert_close(divergence, reference_divergence)
+    weights = list(field.parameters())[:-1]  # the last bias has no slope
+    assert_close(
+        torch.autograd.grad(divergence.square().sum(), weights),
+        torch.autograd.grad(reference_divergence.square().sum(), weights),
+    )
+
+
 def test_config_rebuilds_the_architecture():
     torch.manual_seed(0)
     field = VectorField(3, (16, 8), n_frequencies=2, n_fourier_features=6).double()

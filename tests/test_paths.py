@@ -112,3 +112,44 @@ def test_unknown_path_and_negative_sigma():
         make_path("nope", 0.0)
     with pytest.raises(ValueError, match="sigma"):
         make_path("fm", -1.0)
+
+
+def _gaussian_path_batch(t, n, d=3, data_std=0.7, sigma=0.05, seed=0):
+    """x_t, u_t on Lipman's path for data N(0, data_std^2 I), whose exact
+    field is linear, v = a(t) x (shared/MATH.md, closed forms)."""
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(n, d, generator=g, dtype=torch.float64)
+    x1 = data_std * torch.randn(n, d, generator=g, dtype=torch.float64)
+    times = torch.full((n, 1), t, dtype=torch.float64)
+    x_t, u_t = make_path("fm", sigma).interpolate(x0, x1, times, None)
+    width = 1 - (1 - sigma) * t
+    a = (t * data_std**2 - (1 - sigma) * width) / (t**2 * data_std**2 + width**2)
+    return times, x_t, u_t, a
+
+
+@pytest.mark.parametrize("t", [0.3, 0.8])
+def test_divergence_residual_is_centred_only_for_the_true_field(t):
+    # E[residual | x_t] = 0 for the field that generates the path: the
+    # residual is uncorrelated with 1 and |x_t|^2. A field 20% too fast
+    # (with its own, exact, divergence) has a mean residual of zero too (a
+    # linear field's always is) but one that grows with |x_t|^2. 200,000
+    # rows: the bounds are 4 standard errors of each mean.
+    sigma, n, d = 0.05, 200_000, 3
+    path = make_path("fm", sigma)
+    times, x_t, u_t, a = _gaussian_path_batch(t, n, d=d, sigma=sigma)
+    radius2 = x_t.square().sum(-1)
+    for speed, centred in ((1.0, True), (1.2, False)):
+        velocity = speed * a * x_t
+        divergence = torch.full((n,), speed * a * d, dtype=torch.float64)
+        residual = path.divergence_residual(times, x_t, u_t, velocity, divergence)
+        for moment in (residual, residual * (radius2 - radius2.mean())):
+            bound = 4 * float(moment.std()) / math.sqrt(n)
+            assert abs(float(moment.mean())) < bound or not centred
+        assert (abs(float(moment.mean())) < bound) == centred
+
+
+def test_divergence_residual_needs_the_lipman_path():
+    times, x_t, u_t, _ = _gaussian_path_batch(0.5, 4)
+    for name in sorted(set(PATHS) - {"fm"}):
+        with pytest.raises(NotImplementedError, match="path='fm'"):
+            make_path(name, 0.1).divergence_residual(times, x_t, u_t, x_t, x_t.sum(-1))

@@ -4,7 +4,7 @@ failing or interrupted training (errors that name the fix, models kept)."""
 import numpy as np
 import pytest
 import torch
-from _data import TINY, blobs
+from _data import TINY, blobs, record_training_argument
 from numpy.testing import assert_array_equal
 
 import skflow._training
@@ -17,6 +17,7 @@ from skflow._training import (
     TIME_SAMPLERS,
     _adam,
     _learning_rate_factor,
+    _losses,
     _Minibatches,
 )
 
@@ -122,6 +123,76 @@ def test_condition_noise_follows_scotts_rate_in_the_conditions_dimension():
     assert recipe.condition_noise(10_000, 1) == pytest.approx(0.5 * 10**-0.8)
     assert recipe.condition_noise(10**4, 6) == pytest.approx(0.5 * 10**-0.4)
     assert Recipe(condition_noise_scale=0.0).condition_noise(100, 3) == 0.0
+
+
+def _autograd_divergence(field, t, x, n_moving):
+    z = x.clone().requires_grad_(True)
+    velocity = field(t, z)
+    return sum(
+        torch.autograd.grad(velocity[:, j].sum(), z, create_graph=True)[0][:, j]
+        for j in range(n_moving)
+    )
+
+
+@pytest.mark.parametrize("n_targets", [None, 1])
+def test_divergence_matching_adds_its_weighted_term_on_its_rows(n_targets):
+    # The loss reported is flow matching's over the whole minibatch; the
+    # objective adds weight * mean(residual^2) / (moving coordinates) over
+    # the first ``divergence_rows`` rows, with the velocity detached inside
+    # the residual: the term's gradient moves the weights through the
+    # divergence alone. A density (closed-form divergence) and a
+    # conditional field whose first column moves (one backward per column).
+    torch.manual_seed(0)
+    path = make_path("fm", 0.05)
+    field = VectorField(2, (16, 16), n_fourier_features=8).double()
+    data = torch.randn(50, 2, dtype=torch.float64)
+    minibatches = _Minibatches(
+        path,
+        data,
+        torch.ones(50, dtype=torch.float64),
+        batch_size=12,
+        generator=torch.Generator().manual_seed(0),
+        dequantize=None,
+        time_sampling="power",
+        time_skew=1.0,
+        n_targets=n_targets,
+    )
+    t, x_t, u_t = minibatches()
+    k = u_t.shape[1]
+    loss, objective = _losses(field, path, t, x_t, u_t, 0.3, 5)
+    plain, same = _losses(field, path, t, x_t, u_t, 0.0, 5)
+    assert plain is same
+    torch.testing.assert_close(loss, plain)
+    divergence = _autograd_divergence(field, t[:5], x_t[:5], k)
+    velocity = field(t[:5], x_t[:5])[:, :k].detach()
+    residual = path.divergence_residual(
+        t[:5], x_t[:5, :k], u_t[:5], velocity, divergence
+    )
+    term = 0.3 * residual.square().mean() / k
+    torch.testing.assert_close(objective, loss + term)
+    parameters = list(field.parameters())[:-1]  # the last bias has no slope
+    torch.testing.assert_close(
+        torch.autograd.grad(objective - loss, parameters),
+        torch.autograd.grad(term, parameters),
+    )
+
+
+def test_divergence_matching_is_paid_where_it_was_measured(monkeypatch):
+    # The default recipe weights the term for densities of at most 2
+    # features on Lipman's path: not in 3-D, not on another path, not for a
+    # conditional density (unmeasured there).
+    from skflow import ConditionalFlowMatchingDensity
+
+    seen = record_training_argument(monkeypatch, "divergence_weight")
+    weight = Recipe().divergence_matching_weight
+    assert weight > 0
+    FlowMatchingDensity(**TINY, random_state=0).fit(blobs(60, d=1))
+    FlowMatchingDensity(**TINY, random_state=0).fit(blobs(60, d=2))
+    FlowMatchingDensity(**TINY, random_state=0).fit(blobs(60, d=3))
+    FlowMatchingDensity(**TINY, path="icfm", random_state=0).fit(blobs(60, d=2))
+    X = blobs(60, d=3)
+    ConditionalFlowMatchingDensity(**TINY, random_state=0).fit(X[:, :1], X[:, 1:])
+    assert seen == [weight, weight, 0.0, 0.0, 0.0]
 
 
 @pytest.mark.skipif(
