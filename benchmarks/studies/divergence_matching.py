@@ -24,7 +24,7 @@ on both selection sets on every seed, with the most rows whose fit stays
 within 120 s for the slowest default fit the issue quotes (61 s): a fit at
 most 1.95 times plain flow matching's, both timed here in one run.
 Run from the repository root on an idle machine (one process, two torch
-threads, about 20 min):
+threads, about 30 min):
 
     python -m benchmarks.studies.divergence_matching --run
     python -m benchmarks.studies.divergence_matching --write
@@ -127,7 +127,8 @@ def report(results):
         "",
         "Decision: weight 0.1 on 128 rows, the default for densities of at "
         "most 2 features. It lowered the KL on every run; 256 rows lowered "
-        "it more but cost 2.04 plain fits on average, over the rule's 1.95, "
+        "it more but cost 2.04 plain fits on average, over the rule's "
+        f"{BUDGET_RATIO:.2f}, "
         "and 128 rows cost 1.79.",
         "",
         f"For reference, the BIC-chosen Gaussian mixture on the same splits "
