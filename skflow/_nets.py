@@ -312,7 +312,7 @@ class VectorField(nn.Module):
         return velocity, divergence
 
     def velocity_and_divergence_with_graph(
-        self, t: torch.Tensor, x: torch.Tensor
+        self, t: torch.Tensor, x: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``v(t, x)`` and its exact divergence, differentiable in the weights.
 
@@ -329,7 +329,7 @@ class VectorField(nn.Module):
         fourier, fourier_tangents = self.fourier_features.with_tangents(x)
         activation = getattr(nn.functional, self.activation)
         slope_of = _SLOPES[self.activation]
-        pre = first(self._inputs(t, x, fourier))
+        pre = first(self._inputs(t, x, fourier, context))
         tangent = fourier_tangents @ first.weight[:, d : d + n_fourier].T
         tangent = (tangent + first.weight[:, :d].T) * slope_of(pre).unsqueeze(1)
         h = activation(pre)
@@ -455,6 +455,17 @@ class ConditionalVectorField(nn.Module):
             probes = probes[..., : self.n_targets]
         velocity, divergence = self.core.velocity_and_divergence(
             t, y, probes, workspace, context
+        )
+        return torch.cat([velocity, torch.zeros_like(x)], dim=-1), divergence
+
+    def velocity_and_divergence_with_graph(
+        self, t: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`VectorField.velocity_and_divergence_with_graph`, the
+        divergence in y only (the embedding does not depend on y)."""
+        y, x, context = self._split(state)
+        velocity, divergence = self.core.velocity_and_divergence_with_graph(
+            t, y, context
         )
         return torch.cat([velocity, torch.zeros_like(x)], dim=-1), divergence
 

@@ -55,11 +55,12 @@ class Recipe:
         (``skflow._training``; Huang et al., ICML 2025) ...
     divergence_matching_rows : int or None
         ... measured on this many rows of each minibatch (None: all) ...
-    divergence_matching_max_features, divergence_matching_max_targets : int
-        ... where the field moves at most this many coordinates: features
-        of a density, targets of a conditional density (see
-        ``divergence_weight``; chosen in
-        benchmarks/results/divergence_matching.md).
+    divergence_matching_features, divergence_matching_targets : tuple of int
+        ... where the field moves this many coordinates: features of a
+        density (chosen in benchmarks/results/divergence_matching.md),
+        targets of a conditional density (2 only: a 1-D target lost on a
+        small set, benchmarks/results/conditional_levers.md); see
+        ``divergence_weight``.
     auto_sigma_scale, auto_sigma_rate : float
         ``sigma="auto"``: ``scale * n^-(1 / (d + 4) + rate)`` for n rows
         (weighted: their effective number) of d features.
@@ -128,8 +129,8 @@ class Recipe:
     condition_noise_scale: float = 0.0
     divergence_matching_weight: float = 0.1
     divergence_matching_rows: int | None = 128
-    divergence_matching_max_features: int = 2
-    divergence_matching_max_targets: int = 0
+    divergence_matching_features: tuple[int, ...] = (1, 2)
+    divergence_matching_targets: tuple[int, ...] = (2,)
     auto_sigma_scale: float = 1.3
     auto_sigma_rate: float = 0.3
     auto_steps_per_sqrt_row: float = 70
@@ -183,10 +184,10 @@ class Recipe:
         network per coordinate, every step, so it is paid only where it was
         measured to fit the time budget and to help."""
         if conditional:
-            limit = self.divergence_matching_max_targets
+            counts = self.divergence_matching_targets
         else:
-            limit = self.divergence_matching_max_features
-        return self.divergence_matching_weight if n_moving <= limit else 0.0
+            counts = self.divergence_matching_features
+        return self.divergence_matching_weight if n_moving in counts else 0.0
 
     def max_iter(self, n_samples: int) -> int:
         """The number of steps of ``max_iter="auto"`` for n_samples rows."""

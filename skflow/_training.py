@@ -110,9 +110,11 @@ CONDITION_WEIGHT = 10.0
 def velocity_and_exact_divergence(field, t, z, n_moving):
     """v(t, z) and its exact divergence over the first ``n_moving`` columns,
     with a graph for the weights' gradient: in closed form where the field
-    has it (the MLP moving all its columns), else one backward per column."""
+    has it (the MLPs, over the columns they move), else one backward per
+    column."""
     closed_form = getattr(field, "velocity_and_divergence_with_graph", None)
-    if closed_form is not None and n_moving == z.shape[1]:
+    moves = getattr(field, "n_targets", z.shape[1])
+    if closed_form is not None and n_moving == moves:
         with torch.enable_grad():
             return closed_form(t, z)
     with torch.enable_grad():

@@ -83,6 +83,31 @@ def test_divergence_with_graph_matches_autograd_and_its_weight_gradient(activati
     )
 
 
+def test_conditional_divergence_with_graph_matches_autograd_in_y():
+    # Conditional training differentiates the divergence over y alone: the
+    # closed form must give autograd's value and weight gradients, the
+    # embedding's included (it shapes dv_y / dy through the context).
+    torch.manual_seed(0)
+    field = ConditionalVectorField(2, 3, (32, 16), (8, 4), n_fourier_features=8)
+    field = field.double()
+    state = torch.randn(9, 5, dtype=torch.float64)
+    t = torch.rand(9, 1, dtype=torch.float64)
+    velocity, divergence = field.velocity_and_divergence_with_graph(t, state)
+    z = state.clone().requires_grad_(True)
+    reference = field(t, z)
+    reference_divergence = sum(
+        torch.autograd.grad(reference[:, j].sum(), z, create_graph=True)[0][:, j]
+        for j in range(2)
+    )
+    assert_close(velocity, reference)
+    assert_close(divergence, reference_divergence)
+    weights = list(field.parameters())[:-1]  # the last bias has no slope
+    assert_close(
+        torch.autograd.grad(divergence.square().sum(), weights),
+        torch.autograd.grad(reference_divergence.square().sum(), weights),
+    )
+
+
 def test_config_rebuilds_the_architecture():
     torch.manual_seed(0)
     field = VectorField(3, (16, 8), n_frequencies=2, n_fourier_features=6).double()

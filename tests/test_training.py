@@ -178,9 +178,9 @@ def test_divergence_matching_adds_its_weighted_term_on_its_rows(n_targets):
 
 
 def test_divergence_matching_is_paid_where_it_was_measured(monkeypatch):
-    # The default recipe weights the term for densities of at most 2
-    # features on Lipman's path: not in 3-D, not on another path, not for a
-    # conditional density (unmeasured there).
+    # The default recipe weights the term for densities of 1 or 2 features
+    # and conditional targets of 2 on Lipman's path: not for a density in
+    # 3-D, not on another path, not for 1 or 3 targets.
     from skflow import ConditionalFlowMatchingDensity
 
     seen = record_training_argument(monkeypatch, "divergence_weight")
@@ -190,9 +190,12 @@ def test_divergence_matching_is_paid_where_it_was_measured(monkeypatch):
     FlowMatchingDensity(**TINY, random_state=0).fit(blobs(60, d=2))
     FlowMatchingDensity(**TINY, random_state=0).fit(blobs(60, d=3))
     FlowMatchingDensity(**TINY, path="icfm", random_state=0).fit(blobs(60, d=2))
-    X = blobs(60, d=3)
-    ConditionalFlowMatchingDensity(**TINY, random_state=0).fit(X[:, :1], X[:, 1:])
-    assert seen == [weight, weight, 0.0, 0.0, 0.0]
+    X = blobs(60, d=4)
+    for n_targets in (1, 2, 3):
+        ConditionalFlowMatchingDensity(**TINY, random_state=0).fit(
+            X[:, n_targets:], X[:, :n_targets]
+        )
+    assert seen == [weight, weight, 0.0, 0.0, 0.0, weight, 0.0]
 
 
 @pytest.mark.skipif(
