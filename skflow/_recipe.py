@@ -57,9 +57,11 @@ class Recipe:
         ... measured on this many rows of each minibatch (None: all) ...
     divergence_matching_features, divergence_matching_targets : tuple of int
         ... where the field moves this many coordinates: features of a
-        density (chosen in benchmarks/results/divergence_matching.md),
-        targets of a conditional density (2 only: a 1-D target lost on a
-        small set, benchmarks/results/conditional_levers.md); see
+        density (2 only: chosen in benchmarks/results/divergence_matching.md;
+        1-D densities did not gain on both sets of
+        benchmarks/results/divergence_matching_1d.md), targets of a
+        conditional density (2 only: a 1-D target lost on a small set,
+        benchmarks/results/conditional_levers.md); see
         ``divergence_weight``.
     auto_sigma_scale, auto_sigma_rate : float
         ``sigma="auto"``: ``scale * n^-(1 / (d + 4) + rate)`` for n rows
@@ -129,7 +131,7 @@ class Recipe:
     condition_noise_scale: float = 0.0
     divergence_matching_weight: float = 0.1
     divergence_matching_rows: int | None = 128
-    divergence_matching_features: tuple[int, ...] = (1, 2)
+    divergence_matching_features: tuple[int, ...] = (2,)
     divergence_matching_targets: tuple[int, ...] = (2,)
     auto_sigma_scale: float = 1.3
     auto_sigma_rate: float = 0.3

@@ -178,9 +178,9 @@ def test_divergence_matching_adds_its_weighted_term_on_its_rows(n_targets):
 
 
 def test_divergence_matching_is_paid_where_it_was_measured(monkeypatch):
-    # The default recipe weights the term for densities of 1 or 2 features
-    # and conditional targets of 2 on Lipman's path: not for a density in
-    # 3-D, not on another path, not for 1 or 3 targets.
+    # The default recipe weights the term for densities of 2 features and
+    # conditional targets of 2 on Lipman's path: not for a density in 1-D
+    # or 3-D, not on another path, not for 1 or 3 targets.
     from skflow import ConditionalFlowMatchingDensity
 
     seen = record_training_argument(monkeypatch, "divergence_weight")
@@ -195,7 +195,7 @@ def test_divergence_matching_is_paid_where_it_was_measured(monkeypatch):
         ConditionalFlowMatchingDensity(**TINY, random_state=0).fit(
             X[:, n_targets:], X[:, :n_targets]
         )
-    assert seen == [weight, weight, 0.0, 0.0, 0.0, weight, 0.0]
+    assert seen == [0.0, weight, 0.0, 0.0, 0.0, weight, 0.0]
 
 
 @pytest.mark.skipif(
