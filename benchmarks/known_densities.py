@@ -11,7 +11,7 @@ import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-__all__ = ["KNOWN_DENSITIES"]
+__all__ = ["KNOWN_DENSITIES", "moons", "two_rings"]
 
 
 class Checkerboard:
@@ -147,3 +147,29 @@ KNOWN_DENSITIES = {
         TenDimensionalMixture(),
     )
 }
+
+
+def two_rings() -> GaussianMixtureDensity:
+    """Two thin concentric rings, each of Gaussians spaced closer than
+    their width, half the mass on each."""
+    parts = []
+    for radius, count in ((1.5, 24), (3.5, 48)):
+        angles = 2 * np.pi * np.arange(count) / count
+        parts.append(radius * np.column_stack([np.cos(angles), np.sin(angles)]))
+    means = np.vstack(parts)
+    weights = np.r_[np.full(24, 0.5 / 24), np.full(48, 0.5 / 48)]
+    return GaussianMixtureDensity(
+        weights, means, np.tile(0.15**2 * np.eye(2), (72, 1, 1))
+    )
+
+
+def moons() -> GaussianMixtureDensity:
+    """Two interleaved half circles, each of 40 Gaussians closer than their
+    width."""
+    angles = np.linspace(0, np.pi, 40)
+    upper = np.column_stack([np.cos(angles), np.sin(angles)])
+    lower = np.column_stack([1 - np.cos(angles), 0.5 - np.sin(angles)])
+    means = 2 * np.vstack([upper, lower])
+    return GaussianMixtureDensity(
+        np.full(80, 1 / 80), means, np.tile(0.12**2 * np.eye(2), (80, 1, 1))
+    )

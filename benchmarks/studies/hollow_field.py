@@ -12,8 +12,9 @@ density benchmark's, so this study decides on other sets:
 - statsmodels' ``star98`` (303 x 22) and ``macrodata`` (203 x 12, the
   year and quarter left out): small real tables, where the MLP overfits;
   80/20 splits, mean test log-likelihood;
-- two thin 2-D rings (``_rings``, added after the envelope, with the MLP
-  and ``architecture="hollow"`` only): a sharp density in 2-D, test KL.
+- two thin 2-D rings (``known_densities.two_rings``, added after the
+  envelope, with the MLP and ``architecture="hollow"`` only): a sharp
+  density in 2-D, test KL.
 
 Networks: the default MLP; ``skflow._hollow.HollowVectorField`` without
 its envelope and with its time-linear coupling A(t) x held at zero (the
@@ -57,7 +58,7 @@ from benchmarks._common import (
     shard,
     write_results,
 )
-from benchmarks.known_densities import GaussianMixtureDensity
+from benchmarks.known_densities import two_rings
 from benchmarks.studies.engine_levers import mixture
 from skflow import FlowMatchingDensity
 from skflow._hollow import HollowVectorField
@@ -127,27 +128,13 @@ def _statsmodels(name, drop=()):
     return split
 
 
-def _rings() -> GaussianMixtureDensity:
-    """Two thin concentric rings, each of Gaussians spaced closer than
-    their width, half the mass on each."""
-    parts = []
-    for radius, count in ((1.5, 24), (3.5, 48)):
-        angles = 2 * np.pi * np.arange(count) / count
-        parts.append(radius * np.column_stack([np.cos(angles), np.sin(angles)]))
-    means = np.vstack(parts)
-    weights = np.r_[np.full(24, 0.5 / 24), np.full(48, 0.5 / 48)]
-    return GaussianMixtureDensity(
-        weights, means, np.tile(0.15**2 * np.eye(2), (72, 1, 1))
-    )
-
-
 # name: (split of a seed, seeds)
 SETS = {
     "star98": (_statsmodels("star98"), (0, 1, 2)),
     "macrodata": (_statsmodels("macrodata", ("year", "quarter")), (0, 1, 2)),
     "mixture (16-D, seed 1)": (_known(mixture(16, seed=1)), (0, 1)),
     "mixture (32-D, seed 2)": (_known(mixture(32, seed=2)), (0, 1)),
-    "two rings (2-D)": (_known(_rings()), (0, 1)),
+    "two rings (2-D)": (_known(two_rings()), (0, 1)),
 }
 
 

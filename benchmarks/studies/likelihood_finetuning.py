@@ -10,7 +10,7 @@ fit with ``likelihood_max_iter=0``: the stage comes after flow matching).
 - ``select``: the sets its constants were chosen on (learning rate 5% of
   flow matching's, batch 64, 16 RK4 steps at t = 1 - s^2, kinetic weight
   0.05; scratch probes on two rings and moons seed 0, then these runs):
-  two thin rings (``hollow_field._rings``) and two moons made of 80
+  two thin rings (``known_densities.two_rings``) and two moons made of 80
   Gaussians along two arcs, 10,000 training and 5,000 test rows each.
 - ``report``: the density benchmark's known densities on its own splits
   (``density_quality``: 10,000 / 5,000 rows, seeds 0 and 1), never used to
@@ -55,26 +55,13 @@ from benchmarks._common import (
 )
 from benchmarks.conditional_density import SIZES, known_split
 from benchmarks.density_peers import BICGaussianMixture
-from benchmarks.known_densities import KNOWN_DENSITIES, GaussianMixtureDensity
-from benchmarks.studies.hollow_field import _rings
+from benchmarks.known_densities import KNOWN_DENSITIES, moons, two_rings
 from skflow import ConditionalFlowMatchingDensity, FlowMatchingDensity
 
 N_TRAIN, N_TEST = 10_000, 5_000
 CONDITIONAL_SIZES = SIZES["full"]
 MAX_ITER = 400
 DEFAULT_RUNS = Path(tempfile.gettempdir()) / "likelihood_finetuning_runs.jsonl"
-
-
-def _moons() -> GaussianMixtureDensity:
-    """Two interleaved half circles, each of 40 Gaussians closer than their
-    width."""
-    angles = np.linspace(0, np.pi, 40)
-    upper = np.column_stack([np.cos(angles), np.sin(angles)])
-    lower = np.column_stack([1 - np.cos(angles), 0.5 - np.sin(angles)])
-    means = 2 * np.vstack([upper, lower])
-    return GaussianMixtureDensity(
-        np.full(80, 1 / 80), means, np.tile(0.12**2 * np.eye(2), (80, 1, 1))
-    )
 
 
 def _selection_split(density):
@@ -93,8 +80,8 @@ def _report_split(density):
 
 # name: (role, density, split of a seed)
 SETS = {
-    "two rings": ("select", _rings(), _selection_split(_rings())),
-    "moons": ("select", _moons(), _selection_split(_moons())),
+    "two rings": ("select", two_rings(), _selection_split(two_rings())),
+    "moons": ("select", moons(), _selection_split(moons())),
     **{
         name: ("report", density, _report_split(density))
         for name, density in KNOWN_DENSITIES.items()

@@ -58,9 +58,8 @@ import skflow
 import skflow._ode as ode
 from benchmarks._common import RESULTS, environment, environment_line, write_results
 from benchmarks.fast_likelihood import density as benchmark_density
-from benchmarks.known_densities import KNOWN_DENSITIES
+from benchmarks.known_densities import KNOWN_DENSITIES, two_rings
 from benchmarks.studies.engine_levers import mixture
-from benchmarks.studies.hollow_field import _rings
 from skflow import FlowMatchingDensity
 from skflow._ode import _FIRST_STEP, _state_error_ratio
 from skflow._preprocessing import dequantized
@@ -101,7 +100,7 @@ MODELS = {
         200,
         40,
     ),
-    "two rings (2-D)": ("checked on", _known(_rings(), 10_000), 200, 40),
+    "two rings (2-D)": ("checked on", _known(two_rings(), 10_000), 200, 40),
     "mixture (20-D, seed 1)": ("checked on", _known(mixture(20, 1), 5_000), 200, 40),
     "breast_cancer (30-D)": ("checked on", _real(load_breast_cancer), 200, 40),
     "digits (64-D)": ("checked on", _real(load_digits), 200, 40),

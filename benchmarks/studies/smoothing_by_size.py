@@ -56,8 +56,7 @@ from benchmarks._common import environment, environment_line, timed, write_resul
 from benchmarks.anomaly_detection import TASKS, protocol_splits
 from benchmarks.anomaly_detection import splits as benchmark_splits
 from benchmarks.density_peers import BICGaussianMixture, CrossValidatedKDE, ScottKDE
-from benchmarks.known_densities import KNOWN_DENSITIES
-from benchmarks.studies.hollow_field import _rings
+from benchmarks.known_densities import KNOWN_DENSITIES, two_rings
 from skflow import FlowMatchingDensity, FlowMatchingOutlierDetector
 
 RUNS = Path("/tmp/smoothing_by_size_runs.jsonl")
@@ -102,7 +101,7 @@ def _engel():
 
 REPORT_KNOWN = {
     "8 gaussians": (KNOWN_DENSITIES["8 gaussians"], (200, 1000), (0, 1)),
-    "two rings": (_rings(), (200, 1000), (0, 1)),
+    "two rings": (two_rings(), (200, 1000), (0, 1)),
     "10-D mixture": (KNOWN_DENSITIES["10-D mixture"], (10_000,), (0,)),
     "two spirals": (KNOWN_DENSITIES["two spirals"], (10_000,), (0,)),
 }
