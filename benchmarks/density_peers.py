@@ -40,18 +40,23 @@ class _Standardized:
         return self.scaler_.transform(X)
 
 
-def _gaussian_kde_log_density(Z, data, bandwidth, block_rows=512):
+def _gaussian_kde_log_density(Z, data, bandwidths, block_rows=512):
+    """Exact log densities of Z, one row per bandwidth: each block's
+    distances are computed once for every bandwidth."""
+    bandwidths = np.atleast_1d(bandwidths)
     n, d = data.shape
-    normalizer = np.log(n) + d * np.log(bandwidth) + 0.5 * d * np.log(2 * np.pi)
-    out = np.empty(len(Z))
+    normalizer = np.log(n) + d * np.log(bandwidths) + 0.5 * d * np.log(2 * np.pi)
+    out = np.empty((len(bandwidths), len(Z)))
     data_norms = (data**2).sum(1)
     for start in range(0, len(Z), block_rows):
         rows = Z[start : start + block_rows]
         squared = (rows**2).sum(1)[:, None] + data_norms[None] - 2 * rows @ data.T
-        out[start : start + block_rows] = logsumexp(
-            -0.5 * np.maximum(squared, 0) / bandwidth**2, axis=1
-        )
-    return out - normalizer
+        squared = np.maximum(squared, 0)
+        for i, bandwidth in enumerate(bandwidths):
+            out[i, start : start + block_rows] = logsumexp(
+                -0.5 * squared / bandwidth**2, axis=1
+            )
+    return out - normalizer[:, None]
 
 
 class _ExactKDE(_Standardized):
@@ -60,7 +65,7 @@ class _ExactKDE(_Standardized):
     def score_samples(self, X):
         Z = self._standardize(X)
         return (
-            _gaussian_kde_log_density(Z, self.data_, self.bandwidth_)
+            _gaussian_kde_log_density(Z, self.data_, self.bandwidth_)[0]
             + self.log_jacobian_
         )
 
@@ -84,10 +89,9 @@ class CrossValidatedKDE(_ExactKDE):
         folds = KFold(5, shuffle=True, random_state=self.random_state).split(Z)
         scores = np.zeros(len(self.bandwidths))
         for train, test in folds:
-            for i, bandwidth in enumerate(self.bandwidths):
-                scores[i] += _gaussian_kde_log_density(
-                    Z[test], Z[train], bandwidth
-                ).mean()
+            scores += _gaussian_kde_log_density(
+                Z[test], Z[train], self.bandwidths
+            ).mean(axis=1)
         self.bandwidth_ = self.bandwidths[np.argmax(scores)]
         self.data_ = Z
         return self
