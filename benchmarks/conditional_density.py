@@ -47,7 +47,6 @@ test, and writes ``results/conditional_density_quick.{json,md}`` instead.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 import warnings
@@ -65,6 +64,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from benchmarks._common import environment, environment_line, timed, write_results
+from benchmarks.density_peers import fit_by_maximum_likelihood
 from skflow import ConditionalFlowMatchingDensity
 from skflow._recipe import Recipe
 
@@ -137,14 +137,9 @@ class GaussianProcessDensity:
 
 
 class ConditionalNSF:
-    """zuko's conditional NSF trained by maximum likelihood with Adam, keeping
-    the weights with the best log-likelihood on a 10% validation split.
-
-    Checks the validation score as often as skflow does for the same
-    ``max_steps`` and stops after ``n_iter_no_change`` checks without
-    improvement, as skflow does; works on standardized X and y and returns
-    log densities in y's units.
-    """
+    """zuko's conditional NSF trained by maximum likelihood with skflow's
+    early stopping (``density_peers.fit_by_maximum_likelihood``); works on
+    standardized X and y and returns log densities in y's units."""
 
     def __init__(
         self,
@@ -178,37 +173,21 @@ class ConditionalNSF:
         )
         self.log_jacobian_ = -np.log(self.y_scaler_.scale_).sum()
         Z, C = self._tensors(X, Y)
-        order = torch.randperm(len(Z))
-        n_valid = max(1, int(self.validation_fraction * len(Z)))
-        valid, train = order[:n_valid], order[n_valid:]
-        flow = zuko.flows.NSF(
-            features=Z.shape[1],
-            context=C.shape[1],
-            transforms=3,
-            hidden_features=(128, 128),
+        self.flow_, self.n_iter_ = fit_by_maximum_likelihood(
+            lambda: zuko.flows.NSF(
+                features=Z.shape[1],
+                context=C.shape[1],
+                transforms=3,
+                hidden_features=(128, 128),
+            ),
+            lambda flow, rows: flow(C[rows]).log_prob(Z[rows]),
+            len(Z),
+            self.max_steps,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            validation_fraction=self.validation_fraction,
+            n_iter_no_change=self.n_iter_no_change,
         )
-        optimizer = torch.optim.Adam(flow.parameters(), lr=self.learning_rate)
-        every = Recipe().validation_every(self.max_steps)
-        best_score, best_state, no_change = -np.inf, None, 0
-        for step in range(1, self.max_steps + 1):
-            rows = train[torch.randint(len(train), (self.batch_size,))]
-            loss = -flow(C[rows]).log_prob(Z[rows]).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if step % every and step < self.max_steps:
-                continue
-            with torch.no_grad():
-                score = flow(C[valid]).log_prob(Z[valid]).mean().item()
-            if score > best_score:
-                best_score, no_change = score, 0
-                best_state = copy.deepcopy(flow.state_dict())
-            else:
-                no_change += 1
-                if no_change >= self.n_iter_no_change:
-                    break
-        flow.load_state_dict(best_state)
-        self.flow_, self.n_iter_ = flow, step
         return self
 
     def score_samples(self, X, y):

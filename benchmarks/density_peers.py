@@ -10,15 +10,15 @@ caller's units (the standardization's Jacobian included), like skflow:
 - ``ScottKDE``: the same with Scott's bandwidth n^(-1 / (d + 4)).
 - ``BICGaussianMixture``: full-covariance GaussianMixture, number of
   components chosen by BIC.
-- ``TimedNSF``: zuko's neural spline flow trained by maximum likelihood
-  with Adam for a given wall time, keeping the weights with the best
-  log-likelihood on a 10% validation split.
+- ``EarlyStoppedNSF``: zuko's neural spline flow trained by maximum
+  likelihood with Adam and skflow's early stopping on a 10% validation
+  split (``fit_by_maximum_likelihood``, which ``conditional_density``'s
+  NSF shares).
 """
 
 from __future__ import annotations
 
 import copy
-import time
 
 import numpy as np
 import torch
@@ -27,7 +27,15 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["BICGaussianMixture", "CrossValidatedKDE", "ScottKDE", "TimedNSF"]
+from skflow._recipe import Recipe
+
+__all__ = [
+    "BICGaussianMixture",
+    "CrossValidatedKDE",
+    "EarlyStoppedNSF",
+    "ScottKDE",
+    "fit_by_maximum_likelihood",
+]
 
 
 class _Standardized:
@@ -124,44 +132,75 @@ class BICGaussianMixture(_Standardized):
         return self.model_.score_samples(self._standardize(X)) + self.log_jacobian_
 
 
-class TimedNSF(_Standardized):
-    """zuko.flows.NSF (5 transforms, 2 x 128 hidden units, 8 bins)."""
+def fit_by_maximum_likelihood(
+    make_flow,
+    log_prob,
+    n_rows,
+    max_steps,
+    *,
+    batch_size=512,
+    learning_rate=1e-3,
+    validation_fraction=0.1,
+    n_iter_no_change=10,
+):
+    """Train a flow with Adam on the log-likelihood of random batches, with
+    skflow's early stopping: hold out ``validation_fraction`` of the rows,
+    check them as often as skflow does for ``max_steps`` steps, keep the
+    best weights, stop after ``n_iter_no_change`` checks without improvement.
 
-    def __init__(self, seconds, random_state=0, batch_size=512, learning_rate=1e-3):
-        self.seconds = seconds
+    ``make_flow()`` builds the flow (after the split, so the draws match
+    earlier runs); ``log_prob(flow, rows)`` gives the log densities of the
+    rows with those indices. Returns the trained flow and its step count.
+    """
+    order = torch.randperm(n_rows)
+    n_valid = max(1, int(validation_fraction * n_rows))
+    valid, train = order[:n_valid], order[n_valid:]
+    flow = make_flow()
+    optimizer = torch.optim.Adam(flow.parameters(), lr=learning_rate)
+    every = Recipe().validation_every(max_steps)
+    best_score, best_state, no_change = -np.inf, None, 0
+    for step in range(1, max_steps + 1):
+        rows = train[torch.randint(len(train), (batch_size,))]
+        loss = -log_prob(flow, rows).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % every and step < max_steps:
+            continue
+        with torch.no_grad():
+            score = log_prob(flow, valid).mean().item()
+        if score > best_score:
+            best_score, no_change = score, 0
+            best_state = copy.deepcopy(flow.state_dict())
+        else:
+            no_change += 1
+            if no_change >= n_iter_no_change:
+                break
+    flow.load_state_dict(best_state)
+    return flow, step
+
+
+class EarlyStoppedNSF(_Standardized):
+    """zuko.flows.NSF (5 transforms, 2 x 128 hidden units, 8 bins) trained
+    by :func:`fit_by_maximum_likelihood`, at most ``max_steps`` steps."""
+
+    def __init__(self, max_steps, random_state=0):
+        self.max_steps = max_steps
         self.random_state = random_state
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
 
     def fit(self, X):
         import zuko
 
         torch.manual_seed(self.random_state)
         Z = torch.as_tensor(self._standardize(X, fit=True), dtype=torch.float32)
-        order = torch.randperm(len(Z))
-        n_valid = max(1, len(Z) // 10)
-        valid, train = Z[order[:n_valid]], Z[order[n_valid:]]
-        flow = zuko.flows.NSF(Z.shape[1], transforms=5, hidden_features=(128, 128))
-        optimizer = torch.optim.Adam(flow.parameters(), lr=self.learning_rate)
-        best_score, best_state = -np.inf, None
-        start, step = time.perf_counter(), 0
-        while True:
-            rows = torch.randint(len(train), (self.batch_size,))
-            loss = -flow().log_prob(train[rows]).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            step += 1
-            out_of_time = time.perf_counter() - start > self.seconds
-            if step % 100 == 0 or out_of_time:
-                with torch.no_grad():
-                    score = flow().log_prob(valid).mean().item()
-                if score > best_score:
-                    best_score, best_state = score, copy.deepcopy(flow.state_dict())
-            if out_of_time:
-                break
-        flow.load_state_dict(best_state)
-        self.flow_, self.n_iter_ = flow, step
+        self.flow_, self.n_iter_ = fit_by_maximum_likelihood(
+            lambda: zuko.flows.NSF(
+                Z.shape[1], transforms=5, hidden_features=(128, 128)
+            ),
+            lambda flow, rows: flow().log_prob(Z[rows]),
+            len(Z),
+            self.max_steps,
+        )
         return self
 
     def score_samples(self, X):
