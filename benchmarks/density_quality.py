@@ -38,6 +38,8 @@ from the runs so far, naming the jobs still missing. Run from the
 repository root on an idle machine (needs the ``bench`` and ``plot``
 extras):
 
+    python -m benchmarks.density_quality   # all of the below, in order
+
     python -m benchmarks.density_quality --shard 0/2 &
     python -m benchmarks.density_quality --shard 1/2; wait
     python -m benchmarks.density_quality --time-fit   # alone: 2 threads
@@ -56,6 +58,8 @@ import argparse
 import gzip
 import json
 import math
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -204,8 +208,10 @@ def run_one(name, n_train, seed):
 
 def time_default_fit(seeds=(0,)):
     """The default fit of the checkerboard, 10,000 x 2, with torch's default
-    threads: run alone, it is the fit-time target's measurement."""
+    threads: run alone, it is the fit-time target's measurement (it
+    replaces an earlier one)."""
     density = KNOWN_DENSITIES["checkerboard"]
+    (RUNS / "fit_time.jsonl.gz").unlink(missing_ok=True)
     for seed in seeds:
         X = density.sample(N_TRAIN, seed)
         model = skflow.FlowMatchingDensity(random_state=seed)
@@ -531,6 +537,18 @@ def digits_seeds(seeds):
     write_results("density_quality_digits_seeds", results, lines)
 
 
+def run_everything():
+    """The module docstring's commands: two shards side by side, then the
+    fit timing alone, then the report."""
+    command = [sys.executable, "-m", __spec__.name, "--shard"]
+    shards = [subprocess.Popen([*command, f"{i}/2"]) for i in range(2)]
+    if any(shard.wait() for shard in shards):
+        raise SystemExit("a shard failed: its output says why")
+    RUNS.mkdir(exist_ok=True)
+    time_default_fit()
+    write()
+
+
 def main():
     warnings.filterwarnings("ignore", category=UserWarning)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -546,6 +564,9 @@ def main():
         help="only skflow and the NSF on digits, for these seeds",
     )
     args = parser.parse_args()
+    if not (args.shard or args.time_fit or args.write or args.digits_seeds):
+        run_everything()
+        return
     if args.digits_seeds:
         digits_seeds(args.digits_seeds)
     RUNS.mkdir(exist_ok=True)
