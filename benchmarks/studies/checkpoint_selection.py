@@ -64,6 +64,13 @@ class _RecordedScore:
         self.states: list[dict] = []
         self.rows: list[list[float]] = []
 
+    def __getattr__(self, name):
+        # The rest of the held-out score's interface, as it is (the guard
+        # keeps copies, which look attributes up before __init__, finite).
+        if name == "score":
+            raise AttributeError(name)
+        return getattr(self.score, name)
+
     def __call__(self, field: torch.nn.Module) -> float:
         log_density = self.score.log_densities(field)
         self.states.append(copy.deepcopy(field.state_dict()))
