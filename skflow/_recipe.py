@@ -85,7 +85,8 @@ class Recipe:
     validation_max_rows : int
         Early stopping holds out at most this many rows.
     validation_steps : int
-        rk4 steps of the held-out score.
+        rk4 steps of the held-out score (16 kept the same checkpoints within
+        noise: benchmarks/results/checkpoint_scorer.md).
     validation_exact_up_to : int
         The held-out score uses the exact divergence where it costs at most
         this many directions through the field (the features for the MLP,

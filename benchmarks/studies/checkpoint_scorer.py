@@ -196,6 +196,16 @@ def report(results):
             "",
             f"Decision: the held-out score takes {b if adopt else a} rk4 steps.",
         ]
+    done = {(r["set"], r["n_train"], r["seed"]) for r in runs}
+    missing = [job for job in _jobs() if job not in done]
+    if missing:
+        lines += [
+            "",
+            f"Not run ({len(missing)} fits; the run stopped once the selection "
+            "sets had decided): "
+            + ", ".join(f"{_label(n, rows)} seed {seed}" for n, rows, seed in missing)
+            + ".",
+        ]
     return lines
 
 
