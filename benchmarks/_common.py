@@ -1,5 +1,6 @@
 """What the benchmark scripts share: where results go and what heads them,
-timing, a study's recipe, and splitting a long study into shards."""
+timing, a study's recipe, running an older skflow, and splitting a long
+study into shards."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import gzip
 import json
 import os
 import platform
+import subprocess
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -71,6 +73,25 @@ def with_recipe(
     """A subclass of ``base`` that trains with ``recipe``: how a study varies
     the training constants without touching skflow's modules."""
     return type(base.__name__, (base,), {"_recipe": recipe})
+
+
+def run_isolated(
+    python: str, arguments: Sequence[str], folder: Path
+) -> subprocess.CompletedProcess:
+    """Run ``python -I *arguments`` in ``folder``, its stdout captured (its
+    stderr, where progress goes, passes through): in
+    isolated mode, and without PYTHONPATH, neither this tree nor the caller's
+    path is on its ``sys.path``, so another environment's skflow (0.3.2 for
+    the comparisons against it) is the one imported."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        [python, "-I", *arguments],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=folder,
+        env=env,
+    )
 
 
 def shard(text: str) -> tuple[int, int]:

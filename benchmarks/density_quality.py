@@ -83,6 +83,7 @@ from benchmarks._common import (
     environment,
     environment_line,
     read_runs,
+    run_isolated,
     run_shard,
     shard,
     timed,
@@ -242,15 +243,8 @@ def time_old_fit(old_python, X, seed):
     """skflow 0.3.2's default fit of X in its own environment: its result."""
     with tempfile.TemporaryDirectory() as folder:
         np.save(Path(folder) / "X.npy", X)
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        done = subprocess.run(
-            [old_python, "-I", "-c", OLD_FIT, str(Path(folder) / "X.npy"), str(seed)],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=folder,
-            env=env,
-        )
+        arguments = ["-c", OLD_FIT, str(Path(folder) / "X.npy"), str(seed)]
+        done = run_isolated(old_python, arguments, folder)
     return json.loads(done.stdout.splitlines()[-1])
 
 

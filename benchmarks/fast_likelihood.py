@@ -54,7 +54,6 @@ import argparse
 import copy
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -65,7 +64,13 @@ import torch
 from sklearn.neighbors import KernelDensity
 
 import skflow
-from benchmarks._common import environment, environment_line, timed, write_results
+from benchmarks._common import (
+    environment,
+    environment_line,
+    run_isolated,
+    timed,
+    write_results,
+)
 from benchmarks.known_densities import KNOWN_DENSITIES
 from benchmarks.likelihood_engine import Counter, straightforward_log_density
 from benchmarks.studies.engine_levers import mixture
@@ -180,13 +185,7 @@ def run_old(old_python: str, kind: str, arrays: dict, params: dict, threads: int
         }
         (folder / "job.json").write_text(json.dumps(job))
         (folder / "child.py").write_text(CHILD)
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        subprocess.run(
-            [old_python, "-I", "child.py", str(folder), str(REPOSITORY)],
-            check=True,
-            cwd=folder,
-            env=env,
-        )
+        run_isolated(old_python, ["child.py", str(folder), str(REPOSITORY)], folder)
         result = json.loads((folder / "result.json").read_text())
         saved = {path.stem: np.load(path) for path in folder.glob("*.npy")}
     return result, saved
