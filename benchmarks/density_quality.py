@@ -154,13 +154,14 @@ def plot_grid():
     return np.column_stack([xx.ravel(), yy.ravel()])
 
 
-def known_density_run(name, n_train, seed):
+def known_density_run(name, n_train, seed, factories=None):
+    """Fit and score ``factories`` (default: ``models``) on set ``name``."""
     density = DENSITIES[name]
     split = density.sample(n_train, seed), density.sample(N_TEST, 1000 + seed)
     log_p = density.log_prob(split[1])
     plotted = seed == 0 and n_train == N_TRAIN and density.n_features == 2
     rows = evaluate(
-        models(seed, n_train),
+        factories or models(seed, n_train),
         lambda _: split,
         lambda log_q: np.mean(log_p - log_q),
         plot_grid() if plotted else None,
