@@ -79,7 +79,8 @@ VARIANTS = ("plain", "divergence", "residuals", "both")
 SETS = {**SYNTHETIC, "two-branch 2-D": (two_branch, 4_000)}
 
 
-def _split(name, seed):
+def split_set(name, seed):
+    """X, X_test, y, y_test of one of ``SETS`` (or ``REAL``) for a seed."""
     if name in SETS and name not in SYNTHETIC:
         draw, n_fit = SETS[name]
         X, y = draw(n_fit, np.random.default_rng(seed))
@@ -96,7 +97,7 @@ def _jobs():
 
 
 def _run(name, seed):
-    X, X_test, y, y_test = _split(name, seed)
+    X, X_test, y, y_test = split_set(name, seed)
     runs = []
     for variant in VARIANTS if seed in SEEDS else VARIANTS[:2]:
         targets = (1, 2) if variant in ("divergence", "both") else ()
