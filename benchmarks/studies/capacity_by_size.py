@@ -96,14 +96,14 @@ def _run(rule, n_train, seed, name):
     return {"rule": rule, "n_train": n_train, "seed": seed, "set": name, **row}
 
 
-def _confirmation(runs):
-    """The ramp against the default on the report set, paired by seed."""
+def confirmation(runs, rule=RAMP):
+    """``rule`` against the default on the report set, paired by seed."""
     before = json.loads((RESULTS / "density_quality.json").read_text())["runs"]
     lines = [
         "",
         f"## Confirmation on a set that chose nothing: {REPORT_SET}",
         "",
-        f"`{RAMP}` as the default against the default (before: "
+        f"`{rule}` as the default against the default (before: "
         "`density_quality.json`'s skflow runs, the same rows and seeds), by "
         "`density_quality.py`'s metric: test KL on 5,000 fresh rows, "
         "`score_samples`' own solver. Rule, set before the runs: confirmed if "
@@ -125,7 +125,7 @@ def _confirmation(runs):
             new = [
                 r["metric"]
                 for r in runs
-                if (r["rule"], r["n_train"], r["seed"]) == (RAMP, n, seed)
+                if (r["rule"], r["n_train"], r["seed"]) == (rule, n, seed)
             ]
             if old and new:
                 pairs.append((old[0], new[0]))
@@ -160,7 +160,7 @@ def report(results):
     results["runs"] = now + runs
     title = "# A smaller or smoother network on small data (issue 21, lever 2)"
     lines = steps_by_size.small_data_report(results, RULES, title)
-    return [*lines, *_confirmation(runs)]
+    return [*lines, *confirmation(runs)]
 
 
 def main():
