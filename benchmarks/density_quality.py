@@ -8,14 +8,15 @@ Every set sits in one fixed group:
   breast_cancer;
 - **report**: sets that chose nothing and only report: the pinwheel and the
   swiss roll, and the pinwheel fitted on 200, 1,000, 5,000 and 20,000 rows
-  (the size sweep).
+  (the size sweep); three small real tables from statsmodels (engel,
+  grunfeld, macrodata).
 
 Known densities (``known_densities.py``): each model is fitted on 10,000
 points (the size sweep: its row count) and scored on 5,000 fresh ones; the
 metric is the test KL(p || q) = mean(log p - log q), in nats (lower is
-better, 0 is perfect). Real data bundled with scikit-learn, split 80/20:
-the metric is the mean test log-likelihood in the data's units (higher is
-better).
+better, 0 is perfect). Real data bundled with scikit-learn and statsmodels,
+split 80/20: the metric is the mean test log-likelihood in the data's units
+(higher is better).
 
 - digits (8 x 8 images, integer pixel values 0-16) are dequantized: every
   model is fitted on X + U and scored on X_test + U_test (U uniform on
@@ -24,6 +25,10 @@ better).
   images with its own dequantization instead (``dequantize=True``, the
   default), and is also run on the peers' fixed draw.
 - breast_cancer (30 continuous features).
+- engel (235 households: income, food expenditure), grunfeld (220
+  firm-years: investment, value, capital; the firm and year left out) and
+  macrodata (203 quarters of 12 US macroeconomic series; year and quarter
+  left out): small tables, modelled as continuous.
 
 Peers (``density_peers.py``): KDE with a cross-validated bandwidth scored
 exactly, a GaussianMixture chosen by BIC, and zuko's NSF trained by maximum
@@ -71,6 +76,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -104,9 +110,36 @@ SKFLOW = "skflow (defaults)"
 FIXED_DRAW = "skflow (defaults, on the peers' fixed draw)"
 KDE, GMM, NSF = "KDE (CV bandwidth, exact)", "GMM (BIC)", "NSF (zuko, early stopping)"
 DIGITS = "digits (dequantized)"
-REAL = {DIGITS: (load_digits, True), "breast_cancer": (load_breast_cancer, False)}
+
+
+def _statsmodels_set(name, drop=()):
+    """A loader of a statsmodels set's table, ``drop`` left out, as float
+    columns in ``.data`` (like scikit-learn's bunches)."""
+
+    def load():
+        import statsmodels.api as sm
+
+        table = getattr(sm.datasets, name).load_pandas().data
+        return SimpleNamespace(data=table.drop(columns=list(drop)).to_numpy(float))
+
+    return load
+
+
+# statsmodels' real sets, report sets: no column is whole numbers and no
+# value is shared by more than 10 rows (macrodata's unemployment rate, in
+# tenths), so every model takes them as continuous.
+STATSMODELS_SETS = {
+    "engel": _statsmodels_set("engel"),
+    "grunfeld": _statsmodels_set("grunfeld", drop=("firm", "year")),
+    "macrodata": _statsmodels_set("macrodata", drop=("year", "quarter")),
+}
+REAL = {
+    DIGITS: (load_digits, True),
+    "breast_cancer": (load_breast_cancer, False),
+    **{name: (load, False) for name, load in STATSMODELS_SETS.items()},
+}
 DENSITIES = {**KNOWN_DENSITIES, **CURVED_DENSITIES}
-REPORT = {"pinwheel", "swiss roll"}
+REPORT = {"pinwheel", "swiss roll", *STATSMODELS_SETS}
 # One JSON Lines file per shard process: two never append to one file.
 RUNS = RESULTS / "density_quality_runs"
 KEY = ("dataset", "n_train", "seed")
@@ -378,6 +411,31 @@ def fixed_draw_line(row):
     ]
 
 
+def loglik_leads(summary, names):
+    """skflow's log-likelihood lead over each peer, paired by seed: a mean
+    over three small sets' seeds can hide which model wins on each."""
+    lines = [
+        "skflow's lead (its test log-likelihood minus the peer's, paired by "
+        "seed, ± its standard error) and the seeds it is ahead on:",
+        "",
+        "| data | " + " | ".join((KDE, GMM, NSF)) + " |",
+        "|---|---|---|---|",
+    ]
+    for name in names:
+        row, cells = summary[name], []
+        for peer in (KDE, GMM, NSF):
+            lead, error = paired(row, SKFLOW, peer, sign=-1)
+            ahead = sum(
+                row[SKFLOW]["by_seed"][s] > row[peer]["by_seed"].get(s, np.inf)
+                for s in row[SKFLOW]["by_seed"]
+            )
+            cells.append(
+                f"{lead:+.2f} ± {error:.2f} ({ahead} of {len(row[SKFLOW]['by_seed'])})"
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def targets(results, names, rule_peers):
     """Per set: skflow's lead over each peer the target names (paired over
     seeds; positive: skflow ahead)."""
@@ -448,6 +506,8 @@ def markdown(results):
             lines += [*kl_table(results, chosen, better), ""]
             if DIGITS in chosen and FIXED_DRAW in summary[DIGITS]:
                 lines += [*fixed_draw_line(summary[DIGITS]), ""]
+            if kind == "loglik" and group_name == "report":
+                lines += [*loglik_leads(summary, chosen), ""]
     lines += [
         "## Issue 21's targets (test KL)",
         "",
