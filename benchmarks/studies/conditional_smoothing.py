@@ -59,7 +59,7 @@ average, macrodata on every seed), so no confirmation ran and the
 defaults stay. The small sets' seeds scatter by more than any variant
 moves their mean: see the report's standard errors.
 
-Run from the repository root (about 30 min on two cores):
+Run from the repository root (about 20 min on two cores):
 
     python -m benchmarks.studies.conditional_smoothing --shard 0/2 &
     python -m benchmarks.studies.conditional_smoothing --shard 1/2; wait
