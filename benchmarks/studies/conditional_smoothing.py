@@ -72,8 +72,9 @@ A variant that passes and is confirmed on diabetes and engel is a
 candidate default for small conditional sets, to be built with its tests.
 
 Outcome of the third round: neither passes. Checks every 20 steps lose
-on every set (more checks on 20 to 60 held-out rows pick earlier, noisier
-checkpoints); the lower learning rate gains on grunfeld and the skewed
+on every set (they stop at fewer than half the default's steps: more
+checks on 16 to 30 held-out rows likely pick too early); the lower
+learning rate gains on grunfeld and the skewed
 set but loses on star98 and macrodata.
 
 Run from the repository root (about 30 min on two cores):
