@@ -200,7 +200,7 @@ def _passes(gains):
     return mean > 0 and mean > 2 * error and worst >= -0.02, mean, error, worst
 
 
-def _table(runs, sets, variants):
+def selection_table(runs, sets, variants):
     by = {(r["set"], r["seed"], r["variant"]): r for r in runs}
     lines = [
         "| set | rows fitted | conditions | targets | " + " | ".join(variants) + " |",
@@ -268,21 +268,23 @@ def report(results):
         "",
         "## Selection",
         "",
-        *_table(selection, list(dict.fromkeys(r["set"] for r in selection)), VARIANTS),
+        *selection_table(
+            selection, list(dict.fromkeys(r["set"] for r in selection)), VARIANTS
+        ),
     ]
     small = [r for r in runs if r["part"] in ("select", "schedule", "gentle")]
     lines += [
         "",
         "## Second round: shorter schedules",
         "",
-        *_table(small, list(SHORT_SETS), ("default", *SHORT_VARIANTS)),
+        *selection_table(small, list(SHORT_SETS), ("default", *SHORT_VARIANTS)),
     ]
     if any(r["part"] == "gentle" for r in runs):
         lines += [
             "",
             "## Third round: checks before step 80, a lower learning rate",
             "",
-            *_table(small, list(SHORT_SETS), ("default", *GENTLE_VARIANTS)),
+            *selection_table(small, list(SHORT_SETS), ("default", *GENTLE_VARIANTS)),
         ]
     confirmation = [r for r in runs if r["part"] == "report"]
     if confirmation:
@@ -291,7 +293,7 @@ def report(results):
             "",
             "## Confirmation on `conditional_density.py`'s sets",
             "",
-            *_table(confirmation, sets, ("default", CONFIRMED)),
+            *selection_table(confirmation, sets, ("default", CONFIRMED)),
         ]
     return lines
 
