@@ -46,6 +46,10 @@ Decision rules, set before the runs:
   full 10% (fewer than 5,120 rows), with its tests; larger fits, whose
   512 held-out rows are at most 5% of the data, stay as they are.
 
+Outcome of the selection runs: ``refit`` passes both rules (density: KL
+lead 0.027 +- 0.009 nats, 22 of 27 fits ahead, no cell worse; conditional:
+gain 0.073 +- 0.032 nats, every set ahead), so both confirmations run.
+
 Run from the repository root (about 30 min on two cores):
 
     python -m benchmarks.studies.refit_small_data --shard 0/2 &
@@ -76,8 +80,8 @@ SEEDS = steps_by_size.SEEDS
 CONDITIONAL_SETS = conditional_smoothing.SHORT_SETS
 CONDITIONAL_REPORT_SETS = conditional_smoothing.REPORT_SETS
 # Set from the selection runs, before the confirmation runs.
-CONFIRM_DENSITY = None
-CONFIRM_CONDITIONAL = None
+CONFIRM_DENSITY = True
+CONFIRM_CONDITIONAL = True
 
 
 def refitted(base):
