@@ -62,6 +62,10 @@ class FlowEstimator(BaseEstimator):
     # Every training constant that is not a parameter. Studies subclass the
     # estimator with another Recipe (see skflow/_recipe.py).
     _recipe: ClassVar[Recipe] = Recipe()
+    # Fits of at most this many rows, whose held-out rows are a full
+    # validation_fraction of them, train again on every row once early
+    # stopping has chosen its step (``_refit``); 0: never.
+    _refit_max_rows: ClassVar[int] = 0
 
     _parameter_constraints: ClassVar[dict] = {
         "path": [StrOptions(set(PATHS))],
@@ -119,24 +123,21 @@ class FlowEstimator(BaseEstimator):
                 'guide, "Likelihood fine-tuning"). Use likelihood_max_iter=0.'
             )
         max_iter = self._max_iter(len(data))
+        refit = len(data) <= self._refit_max_rows
+        if refit:
+            # Before hold_out zeroes the held-out rows' weights.
+            initial_field, every_row = copy.deepcopy(field), weights.clone()
         # Held-out rows get weight 0: the sampler never draws them.
         validation_score = self._held_out_score(
             data, weights, sample_weight, path, dequantize, rng, n_targets
         )
         recipe = self._recipe
-        field, loss_curve, validation_scores = train_vector_field(
-            field,
-            path,
-            data,
-            weights,
+        schedule = dict(
             max_iter=max_iter,
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
             generator=generator,
             dequantize=dequantize,
-            validation_score=validation_score,
-            validation_every=recipe.validation_every(max_iter),
-            n_iter_no_change=self.n_iter_no_change,
             warmup_fraction=recipe.warmup_fraction,
             ema_decay=recipe.ema_decay,
             time_sampling=recipe.time_sampling,
@@ -156,12 +157,34 @@ class FlowEstimator(BaseEstimator):
             divergence_rows=recipe.divergence_matching_rows,
             verbose=self.verbose,
         )
+        field, loss_curve, validation_scores = train_vector_field(
+            field,
+            path,
+            data,
+            weights,
+            validation_score=validation_score,
+            validation_every=recipe.validation_every(max_iter),
+            n_iter_no_change=self.n_iter_no_change,
+            **schedule,
+        )
         if validation_score is not None:
             check_beats_base_density(
                 validation_scores,
                 validation_score,
                 lambda what: diverged_message(what, self.learning_rate),
             )
+            if refit and self._ran_its_course(
+                len(loss_curve), max_iter, validation_scores
+            ):
+                field = self._refit(
+                    initial_field,
+                    field,
+                    path,
+                    data,
+                    every_row,
+                    schedule,
+                    validation_scores,
+                )
         if self.likelihood_max_iter:
             field = self._fine_tune(
                 field,
@@ -175,6 +198,39 @@ class FlowEstimator(BaseEstimator):
                 n_targets,
             )
         return field, loss_curve, validation_scores, validation_score
+
+    def _ran_its_course(self, n_steps_done, max_iter, validation_scores):
+        """Whether training took all its steps or was ended by early
+        stopping, not interrupted."""
+        since_best = len(validation_scores) - 1 - int(np.argmax(validation_scores))
+        return n_steps_done == max_iter or since_best >= self.n_iter_no_change
+
+    def _refit(
+        self,
+        initial_field,
+        checkpoint,
+        path,
+        data,
+        every_row,
+        schedule,
+        validation_scores,
+    ):
+        """Train ``initial_field`` again on every row, held-out rows included,
+        with the same schedule, up to the step of the ``checkpoint`` early
+        stopping kept; the checkpoint stays if the refit is interrupted."""
+        max_iter = schedule["max_iter"]
+        best_check = int(np.argmax(validation_scores)) + 1
+        kept_step = min(self._recipe.validation_every(max_iter) * best_check, max_iter)
+        field, losses, _ = train_vector_field(
+            initial_field,
+            path,
+            data,
+            every_row,
+            stop_after=kept_step,
+            what="refit",
+            **schedule,
+        )
+        return field if len(losses) == kept_step else checkpoint
 
     def _fine_tune(
         self,

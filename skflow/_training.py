@@ -260,6 +260,8 @@ def train_vector_field(
     condition_noise: float = 0.0,
     divergence_weight: float = 0.0,
     divergence_rows: int | None = None,
+    stop_after: int | None = None,
+    what: str = "fit",
     verbose: int = 0,
 ) -> tuple[nn.Module, list[float], list[float]]:
     """Regress ``field`` on the path's targets by minibatch flow matching.
@@ -305,6 +307,12 @@ def train_vector_field(
     divergence_rows : int, default=None
         The term is measured on this many rows of each minibatch (the
         divergence is most of such a step's cost); None: all.
+    stop_after : int, default=None
+        Take only the first this many steps of the schedule of ``max_iter``
+        steps (its learning rate and moving average are those of the
+        longer run); None takes them all.
+    what : str, default="fit"
+        The progress reports' label.
     verbose : int
         Progress reports (see ``_Progress``).
 
@@ -344,14 +352,15 @@ def train_vector_field(
         optimizer, _learning_rate_factor(max_iter, warmup_fraction)
     )
     ema = _ExponentialMovingAverage(field, ema_decay)
+    n_steps = max_iter if stop_after is None else min(stop_after, max_iter)
     # Losses stay on the device until the end: no host sync on every step.
-    losses = torch.empty(max_iter, dtype=data.dtype, device=sample_weight.device)
+    losses = torch.empty(n_steps, dtype=data.dtype, device=sample_weight.device)
     best = BestWeights(n_iter_no_change)
-    progress = _Progress(max_iter, verbose)
+    progress = _Progress(n_steps, verbose, what)
     field.train()
     n_steps_done = 0
     try:
-        for step in range(max_iter):
+        for step in range(n_steps):
             t, x_t, u_t = minibatches()
             loss, objective = _losses(
                 field, path, t, x_t, u_t, divergence_weight, divergence_rows
@@ -374,8 +383,13 @@ def train_vector_field(
         if n_steps_done == 0:
             raise
         warnings.warn(
-            f"Training was interrupted after {n_steps_done} of {max_iter} "
-            "steps; the model keeps the moving average of the weights so far.",
+            f"Training was interrupted after {n_steps_done} of {n_steps} "
+            "steps; the model keeps "
+            + (
+                "the weights early stopping chose before this refit."
+                if what == "refit"
+                else "the moving average of the weights so far."
+            ),
             UserWarning,
             stacklevel=3,
         )

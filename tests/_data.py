@@ -35,15 +35,15 @@ def blobs(n=200, d=2, seed=0):
 
 
 def record_training_argument(monkeypatch, name):
-    """The values of ``train_vector_field``'s keyword ``name`` in every fit
-    from now on, in order (the fits still train)."""
+    """The values of ``train_vector_field``'s keyword ``name`` (None where
+    not passed) in every training from now on, in order (they still train)."""
     import skflow._flow_estimator
 
     seen = []
     train = skflow._flow_estimator.train_vector_field
 
     def recording(*args, **kwargs):
-        seen.append(kwargs[name])
+        seen.append(kwargs.get(name))
         return train(*args, **kwargs)
 
     monkeypatch.setattr(skflow._flow_estimator, "train_vector_field", recording)

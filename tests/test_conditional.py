@@ -13,6 +13,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import skflow._training
 from skflow import ConditionalFlowMatchingDensity, FlowMatchingDensity
 from skflow._paths import make_path
 from skflow._recipe import Recipe
@@ -253,8 +254,58 @@ def test_training_adds_the_recipes_noise_to_the_conditions_only(monkeypatch):
         X, y, sample_weight=weights
     )
     FlowMatchingDensity(**TINY, random_state=0).fit(X)
-    # 90 rows of 2 conditions: 0.5 * 90^(-1/6).
-    assert seen == [pytest.approx(0.5 * 90 ** (-1 / 6)), 0.0]
+    # 90 rows of 2 conditions: 0.5 * 90^(-1/6), in the early-stopped
+    # training and in the refit on every row that follows it on small data.
+    noise = pytest.approx(0.5 * 90 ** (-1 / 6))
+    assert seen == [noise, noise, 0.0]
+
+
+# Checked at steps 80, 160 and 200 of 200; early stopping keeps one of them.
+REFIT = {**TINY, "max_iter": 200, "random_state": 0}
+
+
+def _with_refit_max_rows(rows):
+    return type("Refit", (ConditionalFlowMatchingDensity,), {"_refit_max_rows": rows})
+
+
+def test_small_fits_train_again_on_every_row_up_to_the_step_kept(monkeypatch):
+    X, y = heteroscedastic(200)
+    checkpoint = _with_refit_max_rows(0)(**REFIT).fit(X, y)
+    stops = record_training_argument(monkeypatch, "stop_after")
+    refitted = ConditionalFlowMatchingDensity(**REFIT).fit(X, y)
+    # The early-stopped training is the same; then the initial weights train
+    # again on all 200 rows up to the step of the check kept.
+    assert refitted.validation_scores_ == checkpoint.validation_scores_
+    assert refitted.loss_curve_ == checkpoint.loss_curve_
+    kept_step = (80, 160, 200)[int(np.argmax(checkpoint.validation_scores_))]
+    assert stops == [None, kept_step]
+    assert not np.allclose(refitted.score_samples(X, y), checkpoint.score_samples(X, y))
+    # Above _refit_max_rows the model is the checkpoint itself.
+    large = _with_refit_max_rows(199)(**REFIT).fit(X, y)
+    assert_array_equal(large.score_samples(X, y), checkpoint.score_samples(X, y))
+
+
+def test_an_interrupted_refit_keeps_the_checkpoint(monkeypatch):
+    X, y = heteroscedastic(200)
+    checkpoint = _with_refit_max_rows(0)(**REFIT).fit(X, y)
+    schedule = skflow._training._learning_rate_factor
+    trainings = []
+
+    def interrupting(max_iter, warmup_fraction):
+        factor = schedule(max_iter, warmup_fraction)
+        trainings.append(max_iter)
+
+        def interrupted(step):
+            if len(trainings) == 2 and step == 5:  # in the refit
+                raise KeyboardInterrupt
+            return factor(step)
+
+        return interrupted
+
+    monkeypatch.setattr(skflow._training, "_learning_rate_factor", interrupting)
+    with pytest.warns(UserWarning, match="after 4 of .*early stopping chose"):
+        est = ConditionalFlowMatchingDensity(**REFIT).fit(X, y)
+    assert_array_equal(est.score_samples(X, y), checkpoint.score_samples(X, y))
 
 
 def test_likelihood_error_is_measured_on_held_out_pairs_or_own_draws():

@@ -195,6 +195,30 @@ def _scripted_training(scores, n_iter_no_change):
     return trained, losses, validation, seen
 
 
+def test_stop_after_takes_the_first_steps_of_the_longer_schedule():
+    # A refit stops at the step early stopping kept, with that run's learning
+    # rate and moving average: the same weights, to the last bit in float64.
+    _, _, _, seen = _scripted_training([0.0] * 6, None)
+    torch.manual_seed(0)
+    field = VectorField(2, (8,)).double()
+    data = torch.randn(64, 2, dtype=torch.float64)
+    stopped, losses, validation = train_vector_field(
+        field,
+        make_path("fm", 0.01),
+        data,
+        torch.ones(64, dtype=torch.float64),
+        max_iter=30,
+        batch_size=16,
+        learning_rate=1e-2,
+        generator=torch.Generator().manual_seed(0),
+        stop_after=10,
+    )
+    assert len(losses) == 10 and validation == []
+    for name, tensor in stopped.state_dict().items():
+        torch.testing.assert_close(tensor, seen[1][name], rtol=0, atol=0)
+    assert not torch.equal(seen[1]["mlp.0.weight"], seen[-1]["mlp.0.weight"])
+
+
 def test_training_stops_after_n_iter_no_change_and_restores_the_best():
     scores = [1.0, 3.0, 2.0, 2.5, 2.9, 4.0, 0.0]
     trained, losses, validation, seen = _scripted_training(scores, n_iter_no_change=3)
