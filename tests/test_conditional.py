@@ -285,6 +285,15 @@ def test_small_fits_train_again_on_every_row_up_to_the_step_kept(monkeypatch):
     assert_array_equal(large.score_samples(X, y), checkpoint.score_samples(X, y))
 
 
+def test_the_refit_reports_its_progress(capsys):
+    X, y = heteroscedastic(200)
+    est = ConditionalFlowMatchingDensity(**REFIT, verbose=2).fit(X, y)
+    lines = capsys.readouterr().out.splitlines()
+    kept_step = (80, 160, 200)[int(np.argmax(est.validation_scores_))]
+    refit = [line for line in lines if "refit step" in line]
+    assert refit and f"refit step {kept_step}/{kept_step}," in refit[-1]
+
+
 def test_an_interrupted_refit_keeps_the_checkpoint(monkeypatch):
     X, y = heteroscedastic(200)
     checkpoint = _with_refit_max_rows(0)(**REFIT).fit(X, y)
