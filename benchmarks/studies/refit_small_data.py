@@ -111,7 +111,7 @@ study's sizes. The study's first runs used a copy of the same steps
 written here; the estimator's refit reproduces them to the last bit
 (grunfeld seed 0, the 10-D mixture at 200 rows seed 0).
 
-Run from the repository root (about 35 min on two cores):
+Run from the repository root (about 50 min on two cores):
 
     python -m benchmarks.studies.refit_small_data --shard 0/2 &
     python -m benchmarks.studies.refit_small_data --shard 1/2; wait
