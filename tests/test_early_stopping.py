@@ -168,26 +168,34 @@ def test_held_out_score_draws_its_dequantization_noise_once():
     assert score(_Still()) == score(_Still())
 
 
-def _scripted_training(scores, n_iter_no_change):
-    """Train with a validation 'score' read from ``scores``; record the weights."""
+def _train_blob(max_iter, **options):
+    """A small float64 field trained on 64 fixed rows, seeded throughout."""
     torch.manual_seed(0)
     field = VectorField(2, (8,)).double()
     data = torch.randn(64, 2, dtype=torch.float64)
+    return train_vector_field(
+        field,
+        make_path("fm", 0.01),
+        data,
+        torch.ones(64, dtype=torch.float64),
+        max_iter=max_iter,
+        batch_size=16,
+        learning_rate=1e-2,
+        generator=torch.Generator().manual_seed(0),
+        **options,
+    )
+
+
+def _scripted_training(scores, n_iter_no_change):
+    """Train with a validation 'score' read from ``scores``; record the weights."""
     seen = []
 
     def score(module):
         seen.append({k: v.clone() for k, v in module.state_dict().items()})
         return scores[len(seen) - 1]
 
-    trained, losses, validation = train_vector_field(
-        field,
-        make_path("fm", 0.01),
-        data,
-        torch.ones(64, dtype=torch.float64),
-        max_iter=len(scores) * 5,
-        batch_size=16,
-        learning_rate=1e-2,
-        generator=torch.Generator().manual_seed(0),
+    trained, losses, validation = _train_blob(
+        len(scores) * 5,
         validation_score=score,
         validation_every=5,
         n_iter_no_change=n_iter_no_change,
@@ -199,20 +207,7 @@ def test_stop_after_takes_the_first_steps_of_the_longer_schedule():
     # A refit stops at the step early stopping kept, with that run's learning
     # rate and moving average: the same weights, to the last bit in float64.
     _, _, _, seen = _scripted_training([0.0] * 6, None)
-    torch.manual_seed(0)
-    field = VectorField(2, (8,)).double()
-    data = torch.randn(64, 2, dtype=torch.float64)
-    stopped, losses, validation = train_vector_field(
-        field,
-        make_path("fm", 0.01),
-        data,
-        torch.ones(64, dtype=torch.float64),
-        max_iter=30,
-        batch_size=16,
-        learning_rate=1e-2,
-        generator=torch.Generator().manual_seed(0),
-        stop_after=10,
-    )
+    stopped, losses, validation = _train_blob(30, stop_after=10)
     assert len(losses) == 10 and validation == []
     for name, tensor in stopped.state_dict().items():
         torch.testing.assert_close(tensor, seen[1][name], rtol=0, atol=0)

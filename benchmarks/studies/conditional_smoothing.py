@@ -183,7 +183,7 @@ def _run(part, name, seed):
     return runs
 
 
-def _gains(runs, sets, variant):
+def seed_gains(runs, sets, variant):
     """Per set, the per-seed gains of ``variant`` over ``default``."""
     by = {(r["set"], r["seed"], r["variant"]): r["log_likelihood"] for r in runs}
     return {
@@ -228,7 +228,7 @@ def selection_table(runs, sets, variants):
         "|---|---|---|---|---|---|",
     ]
     for variant in variants[1:]:
-        passes, mean, error, worst = _passes(_gains(runs, sets, variant))
+        passes, mean, error, worst = _passes(seed_gains(runs, sets, variant))
         steps = np.mean(
             [
                 by[n, s, variant]["n_iter"] / by[n, s, "default"]["n_iter"]

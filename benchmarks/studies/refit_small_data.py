@@ -477,11 +477,8 @@ def _second_round(runs):
 def _conditional_confirmation(runs):
     """The confirmation rule's verdict (the table's last column applies the
     selection rule, which asks more)."""
-    by = {(r["set"], r["seed"], r["variant"]): r["log_likelihood"] for r in runs}
-    gains = [
-        np.mean([by[name, s, REFIT] - by[name, s, "default"] for s in SEEDS])
-        for name in CONDITIONAL_REPORT_SETS
-    ]
+    per_set = conditional_smoothing.seed_gains(runs, CONDITIONAL_REPORT_SETS, REFIT)
+    gains = [g.mean() for g in per_set.values()]
     mean, worst = np.mean(gains), min(gains)
     verdict = "**confirmed**" if mean > 0 and worst >= -0.02 else "**not confirmed**"
     return [
