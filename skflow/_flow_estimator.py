@@ -19,10 +19,11 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._device import DTYPES, on_available_device
+from ._device import DTYPES, draw_seed, on_available_device
 from ._early_stopping import check_beats_base_density, hold_out, rows_score
 from ._inference import rows_per_chunk, score_chunk
 from ._likelihood_training import fine_tune_likelihood, not_worse
+from ._nets import FieldMixture
 from ._ode import DIVERGENCES, SOLVERS, SolveFailedError
 from ._paths import PATHS
 from ._recipe import Recipe
@@ -66,6 +67,11 @@ class FlowEstimator(BaseEstimator):
     # validation_fraction of them, train again on every row once early
     # stopping has chosen its step (``_refit``); 0: never.
     _refit_max_rows: ClassVar[int] = 0
+    # The refit trains this many fields, the first from the initial weights
+    # of the fit, the others from new ones, all on every row up to the same
+    # step; more than 1 makes the model the mixture of their densities
+    # (``FieldMixture``).
+    _refit_members: ClassVar[int] = 1
 
     _parameter_constraints: ClassVar[dict] = {
         "path": [StrOptions(set(PATHS))],
@@ -109,10 +115,12 @@ class FlowEstimator(BaseEstimator):
         rng,
         generator,
         n_targets=None,
+        new_field=None,
     ):
         """Flow matching on ``data``, with early stopping where rows are held
         out, then likelihood fine-tuning if asked; ``n_targets``: rows are
-        ``[y, x]`` for a conditional field."""
+        ``[y, x]`` for a conditional field; ``new_field(seed)``: a field of
+        the same architecture with new weights, for the refit's members."""
         n_moving = data.shape[1] if n_targets is None else n_targets
         if self.likelihood_max_iter and n_moving > self._recipe.likelihood_max_features:
             raise ValueError(
@@ -176,8 +184,12 @@ class FlowEstimator(BaseEstimator):
             if refit and self._ran_its_course(
                 len(loss_curve), max_iter, validation_scores
             ):
+                # Fine-tuning works on one field: a fit that asks for it
+                # keeps a single member.
+                n_members = 1 if self.likelihood_max_iter else self._refit_members
                 field = self._refit(
-                    initial_field,
+                    [initial_field]
+                    + [new_field(draw_seed(rng)) for _ in range(n_members - 1)],
                     field,
                     path,
                     data,
@@ -207,7 +219,7 @@ class FlowEstimator(BaseEstimator):
 
     def _refit(
         self,
-        initial_field,
+        initial_fields,
         checkpoint,
         path,
         data,
@@ -215,22 +227,28 @@ class FlowEstimator(BaseEstimator):
         schedule,
         validation_scores,
     ):
-        """Train ``initial_field`` again on every row, held-out rows included,
-        with the same schedule, up to the step of the ``checkpoint`` early
-        stopping kept; the checkpoint stays if the refit is interrupted."""
+        """Train each of ``initial_fields`` on every row, held-out rows
+        included, with the same schedule, up to the step of the
+        ``checkpoint`` early stopping kept: one field, or the mixture of
+        several. The checkpoint stays if a refit is interrupted."""
         max_iter = schedule["max_iter"]
         best_check = int(np.argmax(validation_scores)) + 1
         kept_step = min(self._recipe.validation_every(max_iter) * best_check, max_iter)
-        field, losses, _ = train_vector_field(
-            initial_field,
-            path,
-            data,
-            every_row,
-            stop_after=kept_step,
-            what="refit",
-            **schedule,
-        )
-        return field if len(losses) == kept_step else checkpoint
+        members = []
+        for initial_field in initial_fields:
+            member, losses, _ = train_vector_field(
+                initial_field,
+                path,
+                data,
+                every_row,
+                stop_after=kept_step,
+                what="refit",
+                **schedule,
+            )
+            if len(losses) < kept_step:
+                return checkpoint
+            members.append(member)
+        return members[0] if len(members) == 1 else FieldMixture(members)
 
     def _fine_tune(
         self,

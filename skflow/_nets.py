@@ -6,11 +6,15 @@ import itertools
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 __all__ = [
     "ConditionalVectorField",
+    "FieldMixture",
+    "log_mean_density",
+    "members_of",
     "FourierFeatures",
     "TimeFeatures",
     "VectorField",
@@ -468,6 +472,46 @@ class ConditionalVectorField(nn.Module):
             t, y, context
         )
         return torch.cat([velocity, torch.zeros_like(x)], dim=-1), divergence
+
+
+class FieldMixture(nn.Module):
+    """Fields whose densities are averaged: p(s) = (1 / K) sum_k p_k(s).
+
+    Each member is a whole flow from the base density to the data, so the
+    mixture has no velocity of its own: its log-density is the log of the
+    mean of the members' densities, and a sample is a member's sample, the
+    member drawn uniformly.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    # The sizes the estimators read: the members share one architecture.
+    @property
+    def widest_layer(self) -> int:
+        return self.members[0].widest_layer
+
+    @property
+    def divergence_directions(self) -> int:
+        return self.members[0].divergence_directions
+
+    def forward(self, t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        raise TypeError(
+            "A mixture of fields has no velocity of its own: call one of its "
+            "members (vector_field_.members[k])."
+        )
+
+
+def members_of(field: nn.Module) -> list[nn.Module]:
+    """The fields whose densities ``field`` averages: its members, or itself."""
+    return list(field.members) if isinstance(field, FieldMixture) else [field]
+
+
+def log_mean_density(log_densities: Sequence[np.ndarray]) -> np.ndarray:
+    """log((1 / K) sum_k exp(l_k)), row by row, of K members' log densities."""
+    stacked = np.stack(log_densities)
+    return np.logaddexp.reduce(stacked, axis=0) - math.log(len(stacked))
 
 
 class _Buffers:

@@ -26,7 +26,7 @@ from ._docstrings import numpydoc_section, replace_entry
 from ._flow_estimator import FlowEstimator, restored_on_failure
 from ._inference import log_densities, samples
 from ._likelihood_error import likelihood_error, rows_to_measure
-from ._nets import ConditionalVectorField
+from ._nets import ConditionalVectorField, log_mean_density, members_of
 from ._ode import check_solver
 from ._paths import make_path
 from ._preprocessing import (
@@ -183,9 +183,13 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
         rng = np.random.RandomState(draw_seed(self.random_state))
         init_seed, train_seed, probe_seed = (draw_seed(rng) for _ in range(3))
         path = make_path(self.path, self.sigma)
-        field = self._build_field(
-            n_targets, X.shape[1], hidden_layer_sizes, init_seed
-        ).to(device=device, dtype=dtype)
+
+        def new_field(seed):
+            return self._build_field(
+                n_targets, X.shape[1], hidden_layer_sizes, seed
+            ).to(device=device, dtype=dtype)
+
+        field = new_field(init_seed)
         field, loss_curve, validation_scores, held_out = self._train(
             field,
             path,
@@ -196,6 +200,7 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
             rng,
             make_generator(train_seed, device),
             n_targets,
+            new_field,
         )
         self.y_mean_, self.y_scale_, self.integer_targets_ = y_mean, y_scale, discrete
         self.X_mean_, self.X_scale_ = X_mean, X_scale
@@ -241,7 +246,9 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
                 len(data), generator=make_generator(seed, torch.device("cpu"))
             )[:n_rows]
             conditions = data[rows.to(data.device), self.n_targets_ :].double().cpu()
-            state = self._push(self._noise(len(rows), seed), conditions, verbose=0)
+            state = self._push(
+                self._noise(len(rows), seed), conditions, 0, self.vector_field_
+            )
             state = to_tensor(state, self.device_, data.dtype)
         return likelihood_error(
             self.vector_field_, state, self._log_base_density, self._solver_options()
@@ -351,10 +358,23 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
         X = self._validate_conditions(X)
         noise = self._noise(-(-n_samples // 2), self._probe_seed)
         noise = torch.stack([noise, -noise], dim=1).reshape(-1, self.n_targets_)
-        return self._draw(X, noise.repeat(len(X), 1)).mean(axis=1)
+        noise = noise.repeat(len(X), 1)
+        # A mixture's mean is the mean of its members' means.
+        members = members_of(self.vector_field_)
+        return np.mean(
+            [
+                self._draw(X, noise, np.full(len(noise), k)).mean(axis=1)
+                for k in range(len(members))
+            ],
+            axis=0,
+        )
 
     def _sample(self, X, n_samples, seed):
-        return self._draw(X, self._noise(len(X) * n_samples, seed))
+        noise = self._noise(len(X) * n_samples, seed)
+        # Each draw comes from a member drawn uniformly (one member: all 0).
+        n_members = len(members_of(self.vector_field_))
+        member = np.random.RandomState(seed).randint(n_members, size=len(noise))
+        return self._draw(X, noise, member)
 
     def _noise(self, n_rows: int, seed: int) -> torch.Tensor:
         """Draws of the base density for the targets, on the CPU in float32
@@ -367,15 +387,19 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
             dtype=torch.float32,
         ).double()
 
-    def _draw(self, X: np.ndarray, noise: torch.Tensor) -> np.ndarray:
+    def _draw(self, X: np.ndarray, noise: torch.Tensor, member) -> np.ndarray:
         """``noise`` (rows of X's draws one after the other) pushed to t = 1
-        beside each row's condition, in y's units, shaped as ``sample``'s."""
+        beside each row's condition by the field's ``member[i]``-th member,
+        in y's units, shaped as ``sample``'s."""
         check_solver(self.solver, self.n_steps)
         per_row = len(noise) // len(X)
         conditions = torch.from_numpy((X - self.X_mean_) / self.X_scale_)
-        Z = self._push(
-            noise, conditions.repeat_interleave(per_row, dim=0), self.verbose
-        )
+        conditions = conditions.repeat_interleave(per_row, dim=0)
+        Z = np.empty((len(noise), noise.shape[1] + conditions.shape[1]))
+        for k, field in enumerate(members_of(self.vector_field_)):
+            rows = np.flatnonzero(member == k)
+            if len(rows):
+                Z[rows] = self._push(noise[rows], conditions[rows], self.verbose, field)
         Y = to_data_units(
             Z[:, : self.n_targets_], self.y_mean_, self.y_scale_, self.integer_targets_
         )
@@ -383,13 +407,13 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
             return Y.reshape(len(X), per_row)
         return Y.reshape(len(X), per_row, self.n_targets_)
 
-    def _push(self, noise, conditions, verbose) -> np.ndarray:
+    def _push(self, noise, conditions, verbose, field) -> np.ndarray:
         """Rows ``[noise, condition]`` (standardized, on the CPU) pushed from
-        t = 0 to t = 1: rows ``[y, x]``, float64."""
+        t = 0 to t = 1 by ``field``: rows ``[y, x]``, float64."""
         # Cast on the CPU: MPS holds no float64.
-        dtype = next(self.vector_field_.parameters()).dtype
+        dtype = next(field.parameters()).dtype
         return samples(
-            self.vector_field_,
+            field,
             torch.cat([noise, conditions], dim=1).to(dtype),
             solver=self._solver_options(),
             rows_per_chunk=self._rows_per_chunk(n_directions=1),
@@ -411,20 +435,24 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
                 ]
             )
 
-        log_density = log_densities(
-            self.vector_field_,
-            self._log_base_density,
-            np.hstack([Y, X]),
-            standardize=standardize_rows,
-            n_probes=self.n_probes if hutchinson else None,
-            probe_seed=self._probe_seed,
-            solver=self._solver_options(),
-            rows_per_chunk=self._rows_per_chunk(
-                self.n_probes
-                if hutchinson
-                else self.vector_field_.divergence_directions
-            ),
-            verbose=self.verbose,
+        rows_per_chunk = self._rows_per_chunk(
+            self.n_probes if hutchinson else self.vector_field_.divergence_directions
+        )
+        log_density = log_mean_density(
+            [
+                log_densities(
+                    field,
+                    self._log_base_density,
+                    np.hstack([Y, X]),
+                    standardize=standardize_rows,
+                    n_probes=self.n_probes if hutchinson else None,
+                    probe_seed=self._probe_seed,
+                    solver=self._solver_options(),
+                    rows_per_chunk=rows_per_chunk,
+                    verbose=self.verbose,
+                )
+                for field in members_of(self.vector_field_)
+            ]
         )
         return log_density + log_jacobian(self.y_scale_)
 

@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._file_format import parse, read_bytes, write
 from ._hollow import HollowVectorField
-from ._nets import _ACTIVATIONS, ConditionalVectorField, VectorField
+from ._nets import _ACTIVATIONS, ConditionalVectorField, FieldMixture, VectorField
 from ._paths import PATHS, ProbabilityPath, make_path
 from ._version import __version__
 from .conditional import ConditionalFlowMatchingDensity
@@ -61,6 +61,8 @@ _MAX_WIDTH = 2**16
 _MAX_LAYERS = 64
 # A column's atoms each carry at least Recipe.atom_share of its weight.
 _MAX_ATOMS = 1024
+# Members of a FieldMixture; a real model has a few.
+_MAX_MEMBERS = 16
 
 PathLike = str | os.PathLike | IO[bytes]
 Estimator = (
@@ -343,6 +345,8 @@ def _check_conditional(estimator: ConditionalFlowMatchingDensity, fitted: dict) 
         "_y_ndim must be 2, or 1 for a single target",
     )
     field = fitted["vector_field_"]
+    if type(field) is FieldMixture:
+        field = field.members[0]  # _decode_mixture: they share one architecture
     _require(
         type(field) is ConditionalVectorField,
         "vector_field_ is not a conditional field",
@@ -437,6 +441,13 @@ def _encode(value, name: str, arrays: dict) -> dict:
         return {"ndarray": name}
     if isinstance(value, np.ndarray) and all(isinstance(v, str) for v in value.flat):
         return {"strings": value.tolist()}
+    if type(value) is FieldMixture:
+        return {
+            "field_mixture": [
+                _encode(member, f"{name}.{k}", arrays)
+                for k, member in enumerate(value.members)
+            ]
+        }
     for tag, network in _NETWORKS.items():
         if type(value) is network.cls:
             for key, tensor in value.state_dict().items():
@@ -467,6 +478,8 @@ def _decode(encoded: dict, arrays: dict):
         return np.asarray(value, dtype=object)
     if tag in _NETWORKS:
         return _decode_field(_NETWORKS[tag], value, arrays)
+    if tag == "field_mixture":
+        return _decode_mixture(value, arrays)
     if tag == "path":
         if not (isinstance(value.get("sigma"), int | float) and value["sigma"] >= 0):
             raise ValueError(f"bad path sigma {value.get('sigma')!r}")
@@ -542,6 +555,30 @@ def _decode_field(network: _Network, value: dict, arrays: dict):
     field = field.to(next(iter(tensors.values())).dtype)
     field.load_state_dict(tensors, strict=True)
     return field.requires_grad_(False).eval()
+
+
+def _decode_mixture(value, arrays: dict) -> FieldMixture:
+    """A mixture of 2 or more networks of one architecture and dtype (no
+    mixture of mixtures)."""
+    if not (
+        isinstance(value, list)
+        and 2 <= len(value) <= _MAX_MEMBERS
+        and all(
+            isinstance(entry, dict) and len(entry) == 1 and set(entry) <= set(_NETWORKS)
+            for entry in value
+        )
+    ):
+        raise ValueError(f"a field mixture must list 2 to {_MAX_MEMBERS} networks")
+    members = [_decode(entry, arrays) for entry in value]
+    first = members[0]
+    if not all(
+        type(member) is type(first)
+        and member.config() == first.config()
+        and next(member.parameters()).dtype == next(first.parameters()).dtype
+        for member in members
+    ):
+        raise ValueError("a field mixture's networks must share one architecture")
+    return FieldMixture(members)
 
 
 def _check_architecture(network: _Network, config: dict) -> None:

@@ -192,7 +192,9 @@ def seed_gains(runs, sets, variant):
     }
 
 
-def _passes(gains):
+def selection_passes(gains):
+    """The selection rule on per-set seed gains: whether it passes, the mean
+    gain, its standard error and the worst set's mean gain."""
     every = np.concatenate(list(gains.values()))
     mean = every.mean()
     error = every.std(ddof=1) / np.sqrt(len(every))
@@ -228,7 +230,7 @@ def selection_table(runs, sets, variants):
         "|---|---|---|---|---|---|",
     ]
     for variant in variants[1:]:
-        passes, mean, error, worst = _passes(seed_gains(runs, sets, variant))
+        passes, mean, error, worst = selection_passes(seed_gains(runs, sets, variant))
         steps = np.mean(
             [
                 by[n, s, variant]["n_iter"] / by[n, s, "default"]["n_iter"]
