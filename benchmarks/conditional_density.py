@@ -510,8 +510,9 @@ def markdown(results):
         "The NSF's seconds per step (its validation checks included) times "
         "the steps skflow took (`n_iter_`, early stopping included), against "
         "skflow's fit time (its checks, the final measure of "
-        "`likelihood_error_` and, on at most 1,000 rows, its second training "
-        "on every row, which `n_iter_` does not count, included); the target "
+        "`likelihood_error_` and, on at most 1,000 rows, its two trainings "
+        "on every row (the mixture's members), which `n_iter_` does not "
+        "count, included); the target "
         "is a ratio of 2 or less. "
         "Steps and seconds are means over seeds.",
         "",
@@ -543,8 +544,10 @@ def markdown(results):
             f"with `max_iter={QUICK_STEPS}` (`--quick`)."
             if results["quick"]
             else "defaults otherwise (4 x 256 MLP, `max_iter='auto'`, early "
-            "stopping on 10% of the rows, then on at most 1,000 rows a second "
-            "training on every row up to the step kept)."
+            "stopping on 10% of the rows, then on at most 1,000 rows two "
+            "trainings on every row up to the step kept, one from the initial "
+            "weights and one from new ones, whose densities the model "
+            "averages)."
         ),
         "- Gaussian: `LinearRegression` and the covariance of its training "
         "residuals (divided by n - features - 1; full for a 2-D y): one "

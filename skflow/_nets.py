@@ -13,11 +13,11 @@ from torch import nn
 __all__ = [
     "ConditionalVectorField",
     "FieldMixture",
-    "log_mean_density",
-    "members_of",
     "FourierFeatures",
     "TimeFeatures",
     "VectorField",
+    "log_mean_density",
+    "members_of",
 ]
 
 

@@ -378,8 +378,8 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
         noise = self._noise(len(X) * n_samples, seed)
         # Each draw comes from a member drawn uniformly (one member: all 0).
         n_members = len(members_of(self.vector_field_))
-        member = np.random.RandomState(seed).randint(n_members, size=len(noise))
-        return self._draw(X, noise, member)
+        member_of_row = np.random.RandomState(seed).randint(n_members, size=len(noise))
+        return self._draw(X, noise, member_of_row)
 
     def _noise(self, n_rows: int, seed: int) -> torch.Tensor:
         """Draws of the base density for the targets, on the CPU in float32
@@ -392,17 +392,17 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
             dtype=torch.float32,
         ).double()
 
-    def _draw(self, X: np.ndarray, noise: torch.Tensor, member) -> np.ndarray:
+    def _draw(self, X: np.ndarray, noise: torch.Tensor, member_of_row) -> np.ndarray:
         """``noise`` (rows of X's draws one after the other) pushed to t = 1
-        beside each row's condition by the field's ``member[i]``-th member,
-        in y's units, shaped as ``sample``'s."""
+        beside each row's condition, row i by the field's member
+        ``member_of_row[i]``, in y's units, shaped as ``sample``'s."""
         check_solver(self.solver, self.n_steps)
         per_row = len(noise) // len(X)
         conditions = torch.from_numpy((X - self.X_mean_) / self.X_scale_)
         conditions = conditions.repeat_interleave(per_row, dim=0)
         Z = np.empty((len(noise), noise.shape[1] + conditions.shape[1]))
         for k, field in enumerate(members_of(self.vector_field_)):
-            rows = np.flatnonzero(member == k)
+            rows = np.flatnonzero(member_of_row == k)
             if len(rows):
                 Z[rows] = self._push(noise[rows], conditions[rows], self.verbose, field)
         Y = to_data_units(
@@ -514,11 +514,15 @@ _VALIDATION_FRACTION = """\
     validation_fraction : float, default=0.1
         Fraction of the pairs (at most 512) held out to choose the weights by
         their conditional log-likelihood, checked 25 times during training
-        (every 80 steps in shorter fits). With at most 1,000 pairs the
-        initial weights then train again on every pair, held-out ones
-        included, with the same schedule, up to the step of the best check,
-        and that is the model; with more, the best weights checked are kept.
-        0 trains on every pair and keeps the last weights.
+        (every 80 steps in shorter fits). With at most 1,000 pairs, two
+        fields then train on every pair, held-out ones included, with the
+        same schedule, up to the step of the best check: one from the
+        initial weights, one from new ones. The model is the mixture of
+        their two densities (the mean of the two), so scoring and sampling
+        cost two solves where one field costs one (one field only with
+        ``likelihood_max_iter > 0``: fine-tuning trains one). With more
+        pairs, the best weights checked are kept. 0 trains on every pair
+        and keeps the last weights.
 """
 _PARAMETERS = replace_entry(_PARAMETERS, "dequantize", _DEQUANTIZE)
 _PARAMETERS = replace_entry(_PARAMETERS, "validation_fraction", _VALIDATION_FRACTION)
@@ -566,7 +570,10 @@ ConditionalFlowMatchingDensity.__doc__ = f"""{_SUMMARY}
         The trained field, called as ``vector_field_(t, s)`` on rows
         ``s = [(y - y_mean_) / y_scale_, (X - X_mean_) / X_scale_]``: it
         returns ds/dt, whose condition columns are 0 (the condition rides
-        along unchanged).
+        along unchanged). A fit of at most 1,000 pairs with early stopping
+        (``validation_fraction``) holds a ``FieldMixture`` instead, whose
+        ``members`` are two such fields; the model's density is the mean of
+        theirs, and the mixture itself has no velocity.
 
     path_, device_, n_iter_, loss_curve_, validation_scores_ : object
         As :class:`FlowMatchingDensity`'s; the held-out scores are

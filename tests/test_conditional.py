@@ -1,11 +1,12 @@
 """ConditionalFlowMatchingDensity: p(y | X) against closed forms, and its contract."""
 
+import contextlib
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
-from _data import EXACT, TINY, record_training_argument
+from _data import EXACT, FIXED_STEPS, TINY, record_training_argument
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.integrate import trapezoid
 from scipy.stats import multivariate_normal
@@ -15,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 import skflow._training
 from skflow import ConditionalFlowMatchingDensity, FlowMatchingDensity
+from skflow._nets import FieldMixture
 from skflow._paths import make_path
 from skflow._recipe import Recipe
 
@@ -255,9 +257,10 @@ def test_training_adds_the_recipes_noise_to_the_conditions_only(monkeypatch):
     )
     FlowMatchingDensity(**TINY, random_state=0).fit(X)
     # 90 rows of 2 conditions: 0.5 * 90^(-1/6), in the early-stopped
-    # training and in the refit on every row that follows it on small data.
+    # training and in the refits on every row that follow it on small data.
     noise = pytest.approx(0.5 * 90 ** (-1 / 6))
-    assert seen == [noise, noise, 0.0]
+    refits = ConditionalFlowMatchingDensity._refit_members
+    assert seen == [noise] * (1 + refits) + [0.0]
 
 
 # Checked at steps 80, 160 and 200 of 200; early stopping keeps one of them.
@@ -268,17 +271,31 @@ def _with_refit_max_rows(rows):
     return type("Refit", (ConditionalFlowMatchingDensity,), {"_refit_max_rows": rows})
 
 
+def _with_refit_members(k):
+    return type("Members", (ConditionalFlowMatchingDensity,), {"_refit_members": k})
+
+
+@contextlib.contextmanager
+def _with_field(est, field):
+    """``est`` with ``field`` in place of its own."""
+    whole, est.vector_field_ = est.vector_field_, field
+    try:
+        yield est
+    finally:
+        est.vector_field_ = whole
+
+
 def test_small_fits_train_again_on_every_row_up_to_the_step_kept(monkeypatch):
     X, y = heteroscedastic(200)
     checkpoint = _with_refit_max_rows(0)(**REFIT).fit(X, y)
     stops = record_training_argument(monkeypatch, "stop_after")
     refitted = ConditionalFlowMatchingDensity(**REFIT).fit(X, y)
-    # The early-stopped training is the same; then the initial weights train
-    # again on all 200 rows up to the step of the check kept.
+    # The early-stopped training is the same; then each member's initial
+    # weights train on all 200 rows up to the step of the check kept.
     assert refitted.validation_scores_ == checkpoint.validation_scores_
     assert refitted.loss_curve_ == checkpoint.loss_curve_
     kept_step = (80, 160, 200)[int(np.argmax(checkpoint.validation_scores_))]
-    assert stops == [None, kept_step]
+    assert stops == [None] + [kept_step] * ConditionalFlowMatchingDensity._refit_members
     assert not np.allclose(refitted.score_samples(X, y), checkpoint.score_samples(X, y))
     # Above _refit_max_rows the model is the checkpoint itself.
     large = _with_refit_max_rows(199)(**REFIT).fit(X, y)
@@ -294,7 +311,9 @@ def test_the_refit_reports_its_progress(capsys):
     assert refit and f"refit step {kept_step}/{kept_step}," in refit[-1]
 
 
-def test_an_interrupted_refit_keeps_the_checkpoint(monkeypatch):
+# Trainings: early stopping's, then the first member's refit, then the second's.
+@pytest.mark.parametrize("training", [2, 3], ids=["first-member", "second-member"])
+def test_an_interrupted_refit_keeps_the_checkpoint(monkeypatch, training):
     X, y = heteroscedastic(200)
     checkpoint = _with_refit_max_rows(0)(**REFIT).fit(X, y)
     schedule = skflow._training._learning_rate_factor
@@ -305,7 +324,7 @@ def test_an_interrupted_refit_keeps_the_checkpoint(monkeypatch):
         trainings.append(max_iter)
 
         def interrupted(step):
-            if len(trainings) == 2 and step == 5:  # in the refit
+            if len(trainings) == training and step == 5:
                 raise KeyboardInterrupt
             return factor(step)
 
@@ -313,8 +332,73 @@ def test_an_interrupted_refit_keeps_the_checkpoint(monkeypatch):
 
     monkeypatch.setattr(skflow._training, "_learning_rate_factor", interrupting)
     with pytest.warns(UserWarning, match="after 4 of .*early stopping chose"):
-        est = ConditionalFlowMatchingDensity(**REFIT).fit(X, y)
+        est = _with_refit_members(2)(**REFIT).fit(X, y)
     assert_array_equal(est.score_samples(X, y), checkpoint.score_samples(X, y))
+
+
+def test_a_mixture_of_refits_averages_its_members_densities():
+    X, y = heteroscedastic(200)
+    single = _with_refit_members(1)(**REFIT).fit(X, y)
+    mixture = _with_refit_members(3)(**REFIT).fit(X, y)
+    assert type(single.vector_field_) is not FieldMixture
+    members = mixture.vector_field_.members
+    assert len(members) == 3
+    # The first member is the one-member model; the others start from new
+    # weights, so they differ.
+    for got, expected in zip(
+        members[0].state_dict().values(),
+        single.vector_field_.state_dict().values(),
+        strict=True,
+    ):
+        assert torch.equal(got, expected)
+    each = []
+    for member in members:
+        with _with_field(mixture, member):
+            each.append(mixture.score_samples(X, y))
+    assert not np.allclose(each[1], each[0])
+    # log((p_1 + p_2 + p_3) / 3), row by row; the same solves, so to
+    # round-off of the sum.
+    expected = np.logaddexp.reduce(np.stack(each), axis=0) - np.log(3)
+    assert_allclose(mixture.score_samples(X, y), expected, rtol=0, atol=1e-12)
+    assert mixture.likelihood_error_["max"] < 0.1
+
+
+def test_a_mixtures_draws_and_mean_come_from_its_members():
+    # Fixed-step float64 solves: a draw depends on its noise and member
+    # alone, so each of the mixture's draws is one member's draw of the
+    # same noise, to round-off.
+    X, y = heteroscedastic(200)
+    est = ConditionalFlowMatchingDensity(**{**REFIT, **FIXED_STEPS})
+    est.fit(X, y)
+    conditions = X[:50]
+    draws = est.sample(conditions, n_samples=20, random_state=0)
+    by_member, means = [], []
+    for member in est.vector_field_.members:
+        with _with_field(est, member):
+            by_member.append(est.sample(conditions, n_samples=20, random_state=0))
+            means.append(est.predict(conditions))
+    from_first = np.isclose(draws, by_member[0], rtol=0, atol=1e-10)
+    from_second = np.isclose(draws, by_member[1], rtol=0, atol=1e-10)
+    assert np.all(from_first | from_second)
+    # Members drawn uniformly: 1,000 draws, so the share of the second is
+    # 0.5 +- 0.016 (one standard deviation); 0.4 to 0.6 is 6 of them.
+    share = np.mean(from_second & ~from_first)
+    assert 0.4 < share < 0.6
+    assert_allclose(est.predict(conditions), np.mean(means, axis=0), atol=1e-12)
+
+
+def test_a_mixture_has_no_velocity_of_its_own():
+    X, y = heteroscedastic(200)
+    est = ConditionalFlowMatchingDensity(**REFIT).fit(X, y)
+    with pytest.raises(TypeError, match="no velocity of its own"):
+        est.vector_field_(torch.zeros(1), torch.zeros(1, 3))
+
+
+def test_fine_tuning_keeps_a_single_refit():
+    # Likelihood fine-tuning trains one field: with it, no mixture.
+    X, y = heteroscedastic(200)
+    est = ConditionalFlowMatchingDensity(**REFIT, likelihood_max_iter=2).fit(X, y)
+    assert type(est.vector_field_) is not FieldMixture
 
 
 def test_likelihood_error_is_measured_on_held_out_pairs_or_own_draws():

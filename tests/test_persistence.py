@@ -25,7 +25,7 @@ from skflow import (
     FlowMatchingDensity,
     FlowMatchingOutlierDetector,
 )
-from skflow._nets import VectorField
+from skflow._nets import FieldMixture, VectorField
 
 
 @pytest.mark.parametrize(
@@ -529,6 +529,8 @@ def test_conditional_round_trip_gives_identical_scores_draws_and_means(
     skflow.save(est, file)
     loaded = skflow.load(file)
     assert type(loaded) is ConditionalFlowMatchingDensity
+    # On 100 pairs the model is a mixture of two refits.
+    assert type(loaded.vector_field_) is FieldMixture
     assert loaded.get_params() == est.get_params()
     assert_array_equal(loaded.score_samples(X, y), est.score_samples(X, y))
     draws = loaded.sample(X[:4], n_samples=3, random_state=0)
@@ -557,12 +559,17 @@ def _set_fitted(name, value):
     return lambda h: h["fitted"].update({name: {"value": value}})
 
 
+def _members(header):
+    """The entries of the fixture's field: a mixture of two (small data)."""
+    return header["fitted"]["vector_field_"]["field_mixture"]
+
+
 def _conditional_field(header):
-    return header["fitted"]["vector_field_"]["conditional_vector_field"]
+    return _members(header)[0]["conditional_vector_field"]
 
 
 def _as_unconditional_field(header):
-    field = header["fitted"]["vector_field_"]
+    field = _members(header)[0]
     field["vector_field"] = field.pop("conditional_vector_field")
 
 
@@ -585,6 +592,17 @@ def _as_unconditional_field(header):
             "implausible network architecture",
         ),
         (_as_unconditional_field, "implausible network architecture"),
+        (lambda h: _members(h).pop(), "must list 2 to 16 networks"),
+        (
+            lambda h: _members(h).append({"field_mixture": _members(h)[:]}),
+            "must list 2 to 16 networks",
+        ),
+        (
+            lambda h: _members(h)[1]["conditional_vector_field"].update(
+                activation="silu"
+            ),
+            "must share one architecture",
+        ),
         (
             lambda h: h.update(estimator="FlowMatchingDensity"),
             "fitted attributes missing",
@@ -601,6 +619,9 @@ def _as_unconditional_field(header):
         "field-conditions",
         "field-extra-entry",
         "unconditional-tag",
+        "one-member",
+        "nested-mixture",
+        "other-member-architecture",
         "other-estimator",
     ],
 )

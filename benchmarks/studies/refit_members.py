@@ -41,10 +41,19 @@ Decision rules, set before the confirmation runs:
    neither set's is below -0.02 (``refit_small_data``'s rule).
 3. Cost: the issue asks for a fit within 2 times the NSF's for the same
    steps. For each report set, the ratio in ``results/conditional_density.json``
-   times K's fit seconds over K = 1's (means over seeds, the same shard)
-   must be at most 2.
+   (as it stood before this study) times K's fit seconds over K = 1's (means
+   over seeds, the same shard) must be at most 2.
 4. The largest K that passes 1 to 3 becomes ``_refit_members``; if none
    does, the default stays 1.
+
+Outcome: both K pass rules 1 to 3 (selection +0.029 and +0.027 nats per
+row; diabetes +0.017 and +0.018, engel level), and ``_refit_members`` is 2,
+not the 3 that rule 4 names. Rule 4 took the largest K on the assumption
+that more members gain more; they did not (3 gained no more than 2 on
+either part), and a mixture's scoring and sampling cost grows with K,
+which rule 3 did not weigh. Of two equal passes the cheaper is kept; on
+the report sets it scores no higher than 3 members, so the choice does
+not pick the better reported figure.
 
 Run from the repository root (about 15 min on two cores):
 
@@ -55,13 +64,12 @@ Run from the repository root (about 15 min on two cores):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import conditional_density
-from benchmarks._common import RESULTS, environment_line, sharded_study, timed
+from benchmarks._common import environment_line, sharded_study, timed
 from benchmarks.studies.conditional_levers import split_set
 from benchmarks.studies.conditional_smoothing import (
     REPORT_SETS,
@@ -145,16 +153,19 @@ def _run(part, name, seed):
     ]
 
 
+# Rule 3's baseline: skflow's fit over the NSF's for the same steps in
+# results/conditional_density.json before this study (commit b915add; the
+# file has since been re-run with the mixture).
+BASELINE_RATIOS = {"diabetes": 1.040950440748855, "engel": 1.121517564373474}
+
+
 def _cost_ratios(runs):
     """Rule 3's projected fit ratio to the NSF, per report set and K."""
-    same_steps = json.loads((RESULTS / "conditional_density.json").read_text())[
-        "same_steps"
-    ]
     seconds = {}
     for r in runs:
         seconds.setdefault((r["set"], r["variant"]), []).append(r["fit_seconds"])
     return {
-        (name, variant): same_steps[name]["ratio"]
+        (name, variant): BASELINE_RATIOS[name]
         * np.mean(seconds[name, variant])
         / np.mean(seconds[name, "default"])
         for name in REPORT_SETS
@@ -195,6 +206,12 @@ def report(results):
         "refit) and on how many seeds it is positive. The variants, sets and "
         "decision rules are in the study's docstring.",
         "",
+        "Decision: `ConditionalFlowMatchingDensity._refit_members = 2`. Both "
+        "2 and 3 members pass every rule (verdicts below); rule 4 names 3, "
+        "but 3 gained no more than 2 on either part while its scoring and "
+        "sampling cost more (one solve per member), so the cheaper of two "
+        "equal passes is kept (the docstring says more).",
+        "",
         "## Selection (each 3-member fit scored on its first 1, 2, 3 members)",
         "",
         *selection_table(selection, list(SHORT_SETS), VARIANTS),
@@ -204,14 +221,18 @@ def report(results):
             "",
             "## Confirmation on `conditional_density.py`'s sets (separate fits)",
             "",
-            *selection_table(confirmation, list(REPORT_SETS), VARIANTS),
+            # The table alone: its summary states rule 1, not rule 2.
+            *selection_table(confirmation, list(REPORT_SETS), VARIANTS)[
+                : 2 + len(REPORT_SETS)
+            ],
             "",
             "## Fit time (rule 3)",
             "",
             "Fit seconds, mean over seeds (one torch thread, two shards side by "
             "side); the projected ratio to the NSF is "
-            "`results/conditional_density.json`'s ratio for the set times the "
-            "variant's fit seconds over the default's.",
+            "`results/conditional_density.json`'s ratio for the set before this "
+            "study (`BASELINE_RATIOS`) times the variant's fit seconds over the "
+            "default's.",
             "",
             "| set | variant | fit (s) | projected ratio to the NSF |",
             "|---|---|---|---|",
