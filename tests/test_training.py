@@ -195,9 +195,12 @@ def test_divergence_matching_is_paid_where_it_was_measured(monkeypatch):
         ConditionalFlowMatchingDensity(**TINY, random_state=0).fit(
             X[:, n_targets:], X[:, :n_targets]
         )
-    # A small conditional fit trains twice: early stopping, then the refit
-    # on every row, with the same weight.
-    assert seen == [0.0, weight, 0.0, 0.0, 0.0, 0.0, weight, weight, 0.0, 0.0]
+    # A small conditional fit trains 1 + _refit_members times: early
+    # stopping, then the refits on every row, with the same weight.
+    trainings = 1 + ConditionalFlowMatchingDensity._refit_members
+    densities = [0.0, weight, 0.0, 0.0]
+    conditionals = [0.0] * trainings + [weight] * trainings + [0.0] * trainings
+    assert seen == densities + conditionals
 
 
 @pytest.mark.skipif(
