@@ -33,7 +33,15 @@ Decision rules, set before any run:
    ``default``'s. If both pass, the larger lead goes on.
 2. Confirmation: the variant's mean KL is below ``default``'s at both
    pinwheel sizes.
-3. This study changes no default. A confirmed variant is for a later
+3. A fourth part, added after rules 1 and 2 had decided (the refit pair
+   passes both) and before its runs: the outlier detector, on the sets of
+   ``anomaly_detection.py`` that train on at most 1,000 rows (selection:
+   anes96, 330 rows; report: modechoice, 378 rows; fair and randhie train
+   on more and would not change), seeds 0-2, scored by ROC-AUC and average
+   precision. The refit pair passes for the detector if anes96's mean
+   ROC-AUC and AP over seeds do not fall, and is confirmed if
+   modechoice's do not fall either.
+4. This study changes no default. A confirmed variant is for a later
    session to build into ``FlowMatchingDensity`` (scoring and sampling a
    mixture, its files) and to check on the detector's sets, with
    ``density_quality`` re-run; an unconfirmed one is recorded here.
@@ -52,10 +60,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
 
+from benchmarks import anomaly_detection
 from benchmarks._common import environment_line, sharded_study, timed
 from benchmarks.studies import steps_by_size
-from skflow import FlowMatchingDensity
+from skflow import FlowMatchingDensity, FlowMatchingOutlierDetector
 from skflow._nets import log_mean_density, members_of
 from skflow._ode import log_likelihood
 
@@ -64,34 +74,47 @@ SEEDS = steps_by_size.SEEDS
 CONFIRMATION = ("pinwheel", (200, 1_000))
 VARIANTS = ("default", "refit", "refit pair", "checkpoint pair")
 CANDIDATES = VARIANTS[2:]
+DETECTOR_SETS = (
+    "anes96, vote 1 as anomalies",
+    "modechoice, chosen mode as anomalies",
+)
 
 
-class _Members(FlowMatchingDensity):
-    """Refits two fields on every row (up to 1,000) and keeps the
-    checkpoint early stopping chose, for scoring them one by one."""
+def _with_members(base):
+    """``base`` refitting two fields on every row (up to 1,000 rows) and
+    keeping them and early stopping's checkpoint, to score one by one; the
+    model it scores itself is the first refit."""
 
-    _refit_max_rows = 1_000
-    _refit_members = 2
+    class Members(base):
+        _refit_max_rows = 1_000
+        _refit_members = 2
 
-    def _train(self, field, *args, **kwargs):
-        n_features, sizes = field.n_features, field.hidden_layer_sizes
-        like = next(field.parameters())
+        def _train(self, field, *args, **kwargs):
+            n_features, sizes = field.n_features, field.hidden_layer_sizes
+            like = next(field.parameters())
 
-        def new_field(seed):
-            return self._build_field(n_features, sizes, seed).to(like)
+            def new_field(seed):
+                return self._build_field(n_features, sizes, seed).to(like)
 
-        return super()._train(field, *args, new_field=new_field, **kwargs)
+            return super()._train(field, *args, new_field=new_field, **kwargs)
 
-    def _refit(self, initial_fields, checkpoint, *args, **kwargs):
-        self.checkpoint_ = copy.deepcopy(checkpoint)
-        return super()._refit(initial_fields, checkpoint, *args, **kwargs)
+        def _refit(self, initial_fields, checkpoint, *args, **kwargs):
+            self.checkpoint_ = copy.deepcopy(checkpoint)
+            mixture = super()._refit(initial_fields, checkpoint, *args, **kwargs)
+            self.members_ = members_of(mixture)
+            return self.members_[0]
 
-    def _measure_likelihood_error(self, field, *args):
-        # FlowMatchingDensity does not score mixtures: measure the first.
-        return super()._measure_likelihood_error(members_of(field)[0], *args)
+    return Members
+
+
+_MEMBERS = _with_members(FlowMatchingDensity)
+_DETECTOR_MEMBERS = _with_members(FlowMatchingOutlierDetector)
 
 
 def _jobs():
+    detector = [
+        ("detector", None, seed, name) for name in DETECTOR_SETS for seed in SEEDS
+    ]
     selection = [
         ("select", n, seed, name)
         for n in steps_by_size.SIZES
@@ -99,14 +122,63 @@ def _jobs():
         for name in steps_by_size.SET_NAMES
     ]
     name, sizes = CONFIRMATION
-    return selection + [("confirm", n, seed, name) for n in sizes for seed in SEEDS]
+    confirmation = [("confirm", n, seed, name) for n in sizes for seed in SEEDS]
+    return selection + confirmation + detector
+
+
+def _variants(est, score):
+    """Each variant's log densities of the test rows, ``score(field)`` being
+    one field's."""
+    checkpoint = score(est.checkpoint_)
+    refit, new = (score(field) for field in est.members_)
+    return {
+        "default": checkpoint,
+        "refit": refit,
+        "refit pair": log_mean_density([refit, new]),
+        "checkpoint pair": log_mean_density([checkpoint, new]),
+    }
+
+
+def _detector_run(seed, name):
+    group = anomaly_detection.TASKS[name][0]
+    splits = anomaly_detection.splits((group,))
+    (split,) = [split for split in splits if split[:2] == (name, seed)]
+    _, _, train, test, truth = split
+    est = _DETECTOR_MEMBERS(random_state=seed)
+    _, seconds = timed(est.fit, train)
+
+    def score(field):
+        whole, est.vector_field_ = est.vector_field_, field
+        try:
+            return est.score_samples(test)
+        finally:
+            est.vector_field_ = whole
+
+    return [
+        {
+            "part": "detector",
+            "n_train": None,
+            "seed": seed,
+            "set": name,
+            "group": group,
+            "rows_fitted": len(train),
+            "variant": variant,
+            "roc_auc": roc_auc_score(truth, -log_density),
+            "average_precision": average_precision_score(truth, -log_density),
+            "n_iter": est.n_iter_,
+            "fit_seconds": seconds,
+        }
+        for variant, log_density in _variants(est, score).items()
+    ]
 
 
 def _run(part, n_train, seed, name):
+    if part == "detector":
+        return _detector_run(seed, name)
     density = steps_by_size.SETS[name]
     X_train = density.sample(n_train, seed)
     X_test = density.sample(steps_by_size.N_TEST, 1000 + seed)
-    est = _Members(random_state=seed)
+    est = _MEMBERS(random_state=seed)
     _, seconds = timed(est.fit, X_train)
     z_test = torch.as_tensor((X_test - est.mean_) / est.scale_, dtype=torch.float32)
 
@@ -120,14 +192,7 @@ def _run(part, n_train, seed, name):
         )
         return values.double().numpy() - float(np.log(est.scale_).sum())
 
-    checkpoint = log_q(est.checkpoint_)
-    refit, new = (log_q(f) for f in est.vector_field_.members)
-    scores = {
-        "default": checkpoint,
-        "refit": refit,
-        "refit pair": log_mean_density([refit, new]),
-        "checkpoint pair": log_mean_density([checkpoint, new]),
-    }
+    scores = _variants(est, log_q)
     log_p = density.log_prob(X_test)
     return [
         {
@@ -206,8 +271,8 @@ def report(results):
         "",
         *_table(runs, "select", steps_by_size.SET_NAMES, steps_by_size.SIZES),
         "",
-        "| variant | mean KL lead over default | standard error | worst cell "
-        "| passes |",
+        "| variant | mean KL lead over default | standard error | worst cell's "
+        "KL change | passes |",
         "|---|---|---|---|---|",
     ]
     for variant, (passes, lead, error, worst) in selection_verdicts(runs).items():
@@ -223,6 +288,28 @@ def report(results):
             "",
             *_table(runs, "confirm", (name,), sizes),
         ]
+    detector = [r for r in runs if r["part"] == "detector"]
+    if detector:
+        lines += [
+            "",
+            "## The detector (rule 3): ROC-AUC / average precision",
+            "",
+            "| set | group | rows fitted | " + " | ".join(VARIANTS) + " |",
+            "|---|---|---|" + "---|" * len(VARIANTS),
+        ]
+        for name in DETECTOR_SETS:
+            mine = [r for r in detector if r["set"] == name]
+            cells = []
+            for variant in VARIANTS:
+                chosen = [r for r in mine if r["variant"] == variant]
+                roc_auc = np.mean([r["roc_auc"] for r in chosen])
+                precision = np.mean([r["average_precision"] for r in chosen])
+                cells.append(f"{roc_auc:.3f} / {precision:.3f}")
+            lines.append(
+                f"| {name} | {mine[0]['group']} | {mine[0]['rows_fitted']} | "
+                + " | ".join(cells)
+                + " |"
+            )
     return lines
 
 
