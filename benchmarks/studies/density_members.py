@@ -46,6 +46,25 @@ Decision rules, set before any run:
    mixture, its files) and to check on the detector's sets, with
    ``density_quality`` re-run; an unconfirmed one is recorded here.
 
+Outcome (``results/density_members.md``):
+
+- Selection: both mixtures pass, every one of the nine (set, size) cells
+  lower by 6% or more; the refit pair leads by 0.074 +- 0.015 nats, the
+  checkpoint pair by 0.072 +- 0.013, so the refit pair goes on.
+- Confirmation: **passes**, narrowly at 200 rows. The pinwheel's mean KL
+  falls from 0.2907 to 0.2458 at 1,000 rows (every seed) and from 0.8271
+  to 0.8241 at 200 (one seed better, one level, one worse). The
+  checkpoint pair, which the rule did not carry on, did better at 200
+  (0.7931, every seed).
+- Detector: **fails**. anes96's ROC-AUC falls from 0.721 to 0.716 and its
+  AP from 0.785 to 0.774 (the checkpoint pair: 0.719 and 0.779); the
+  report set, not needed for the verdict, gains a little (modechoice
+  0.919 to 0.922).
+
+So the refit pair is for a later session to build into
+``FlowMatchingDensity`` for fits of at most 1,000 rows, with
+``density_quality`` re-run, while the detector keeps one field.
+
 Run from the repository root (about 35 min on two cores):
 
     python -m benchmarks.studies.density_members --shard 0/2 &
@@ -266,6 +285,12 @@ def report(results):
         "",
         f"Test KL(p || q) in nats (lower is better), mean over seeds {list(SEEDS)}. "
         "The variants, sets and decision rules are in the study's docstring.",
+        "",
+        "Decision: no default changes here (rule 4). The refit pair passes "
+        "selection and, narrowly at 200 rows, the pinwheel's confirmation: "
+        "it is for a later session to build into `FlowMatchingDensity` for "
+        "fits of at most 1,000 rows, with `density_quality` re-run. The "
+        "detector fails on anes96 (ROC-AUC and AP fall) and keeps one field.",
         "",
         "## Selection",
         "",
