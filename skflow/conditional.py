@@ -343,7 +343,9 @@ class ConditionalFlowMatchingDensity(FlowEstimator):
         row's prediction depends neither on the call nor on the other rows.
         Its Monte Carlo error shrinks as 1 / sqrt(n_samples) and, the noise
         being fixed, is the same at every call: pass a larger
-        ``n_samples`` for a more precise mean (each draw is one ODE solve).
+        ``n_samples`` for a more precise mean (each draw is one ODE solve,
+        one per member where the model is a mixture: the mean of the
+        members' means).
 
         Parameters
         ----------
