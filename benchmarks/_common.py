@@ -5,6 +5,7 @@ study into shards."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -65,6 +66,17 @@ def timed(function: Callable, *args, **kwargs):
     start = time.perf_counter()
     result = function(*args, **kwargs)
     return result, time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def with_field(estimator, field):
+    """``estimator`` scoring with ``field`` in place of its ``vector_field_``
+    (one member of a mixture, or a mixture of some of them)."""
+    whole, estimator.vector_field_ = estimator.vector_field_, field
+    try:
+        yield estimator
+    finally:
+        estimator.vector_field_ = whole
 
 
 def with_recipe(

@@ -145,21 +145,27 @@ def _jobs():
     )
 
 
+def study_split(name, seed):
+    """X, X_test, y, y_test of a set for a seed: ``REPORT_SETS`` as the
+    conditional benchmark splits them, the others as ``split_set`` does."""
+    if name not in REPORT_SETS:
+        return split_set(name, seed)
+    # diabetes and engel: real sets, not dequantized by the benchmark.
+    X, y, X_test, y_test, _ = report_benchmark.real_split(
+        name, seed, report_benchmark.SIZES["full"]
+    )
+    return X, X_test, y, y_test
+
+
 def _run(part, name, seed):
     dequantize = False
-    if part in ("select", "schedule", "gentle"):
-        X, X_test, y, y_test = split_set(name, seed)
-        variants = {
-            "select": VARIANTS,
-            "schedule": SHORT_VARIANTS,
-            "gentle": GENTLE_VARIANTS,
-        }[part]
-    else:
-        # diabetes and engel: real sets, not dequantized by the benchmark.
-        X, y, X_test, y_test, _ = report_benchmark.real_split(
-            name, seed, report_benchmark.SIZES["full"]
-        )
-        variants = ("default", CONFIRMED)
+    X, X_test, y, y_test = study_split(name, seed)
+    variants = {
+        "select": VARIANTS,
+        "schedule": SHORT_VARIANTS,
+        "gentle": GENTLE_VARIANTS,
+        "report": ("default", CONFIRMED),
+    }[part]
     n_targets = 1 if np.ndim(y) == 1 else np.shape(y)[1]
     runs = []
     for variant in variants:

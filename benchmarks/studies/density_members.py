@@ -82,7 +82,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from benchmarks import anomaly_detection
-from benchmarks._common import environment_line, sharded_study, timed
+from benchmarks._common import environment_line, sharded_study, timed, with_field
 from benchmarks.studies import steps_by_size
 from skflow import FlowMatchingDensity, FlowMatchingOutlierDetector
 from skflow._nets import log_mean_density, members_of
@@ -167,11 +167,8 @@ def _detector_run(seed, name):
     _, seconds = timed(est.fit, train)
 
     def score(field):
-        whole, est.vector_field_ = est.vector_field_, field
-        try:
+        with with_field(est, field):
             return est.score_samples(test)
-        finally:
-            est.vector_field_ = whole
 
     return [
         {

@@ -68,15 +68,14 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import conditional_density
-from benchmarks._common import environment_line, sharded_study, timed
-from benchmarks.studies.conditional_levers import split_set
+from benchmarks._common import environment_line, sharded_study, timed, with_field
 from benchmarks.studies.conditional_smoothing import (
     REPORT_SETS,
     SHORT_SETS,
     seed_gains,
     selection_passes,
     selection_table,
+    study_split,
 )
 from skflow import ConditionalFlowMatchingDensity
 from skflow._nets import FieldMixture, members_of
@@ -105,23 +104,12 @@ def _jobs():
 def _score_first(model, k, X_test, y_test):
     """The test log-likelihood of the mixture of ``model``'s first k members."""
     members = members_of(model.vector_field_)[:k]
-    whole, model.vector_field_ = (
-        model.vector_field_,
-        members[0] if k == 1 else FieldMixture(members),
-    )
-    try:
+    with with_field(model, members[0] if k == 1 else FieldMixture(members)):
         return float(model.score(X_test, y_test))
-    finally:
-        model.vector_field_ = whole
 
 
 def _run(part, name, seed):
-    if part == "select":
-        X, X_test, y, y_test = split_set(name, seed)
-    else:
-        X, y, X_test, y_test, _ = conditional_density.real_split(
-            name, seed, conditional_density.SIZES["full"]
-        )
+    X, X_test, y, y_test = study_split(name, seed)
     row = {
         "part": part,
         "set": name,

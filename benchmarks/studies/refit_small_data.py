@@ -282,12 +282,7 @@ def _run(part, n_train, seed, name):
         return {**row, **head, "n_train": n_train}
     if part == "conditional 4,000":
         return _larger_runs(seed, name)
-    if part == "conditional":
-        X, X_test, y, y_test = split_set(name, seed)
-    else:
-        X, y, X_test, y_test, _ = conditional_density.real_split(
-            name, seed, conditional_density.SIZES["full"]
-        )
+    X, X_test, y, y_test = conditional_smoothing.study_split(name, seed)
     model = _CONDITIONAL(random_state=seed)
     _, seconds = timed(model.fit, X, y)
     return {
